@@ -1,0 +1,12 @@
+//! devstack-harness: proves that a DevStack cloud built inside a cloud VM works
+//! from the outside in and from the inside out.
+//!
+//! The pipeline, one module per stage: [`scenario`] (file -> validated plan),
+//! [`render`] (plan -> cloud-init, host recipe, local.conf), [`localconf`]
+//! (DevStack's own reading of a local.conf, and a linter), [`keys`] (the SSH keys
+//! of a run).
+
+pub mod keys;
+pub mod localconf;
+pub mod render;
+pub mod scenario;

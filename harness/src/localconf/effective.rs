@@ -1,0 +1,241 @@
+//! The values DevStack ends up with: the localrc section evaluated in order
+//! (with `$VAR` and `${VAR:-default}` references), then DevStack's own defaults
+//! for whatever the file left unset. The defaults are DevStack master's
+//! (stackrc, lib/neutron, lib/neutron_plugins/{ml2,services/l3,ovs_base}).
+
+use super::parse::LocalConf;
+use std::collections::HashMap;
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Set on this local.conf line.
+    Line(usize),
+    /// DevStack's default.
+    Default,
+}
+
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// The services stackrc enables before localrc runs `enable_service` /
+/// `disable_service` (DevStack master: OVN is the default Neutron backend).
+const DEFAULT_SERVICES: &[&str] = &[
+    "key", "n-api", "n-cpu", "n-cond", "n-sch", "n-novnc", "n-api-meta", "placement-api", "placement-client", "g-api",
+    "c-sch", "c-api", "c-vol", "ovn-controller", "ovn-northd", "ovs-vswitchd", "ovsdb-server", "q-svc",
+    "q-ovn-agent", "horizon", "rabbit", "tempest", "mysql", "etcd3", "dstat",
+];
+
+/// `NAME=${NAME:-default}` lines DevStack runs after localrc, in DevStack's order.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("IP_VERSION", "4+6"),
+    ("Q_AGENT", "ovn"),
+    ("Q_ML2_PLUGIN_MECHANISM_DRIVERS", "ovn"),
+    ("Q_ML2_TENANT_NETWORK_TYPE", "geneve"),
+    ("FLOATING_RANGE", "172.24.4.0/24"),
+    ("IPV4_ADDRS_SAFE_TO_USE", "10.0.0.0/22"),
+    ("FIXED_RANGE", "$IPV4_ADDRS_SAFE_TO_USE"),
+    ("NETWORK_GATEWAY", "10.0.0.1"),
+    ("PUBLIC_NETWORK_GATEWAY", "172.24.4.1"),
+    ("PUBLIC_BRIDGE", "br-ex"),
+    ("PUBLIC_PHYSICAL_NETWORK", "public"),
+    ("Q_USE_PROVIDERNET_FOR_PUBLIC", "False"),
+    ("OVS_BRIDGE", "br-int"),
+];
+
+/// The localrc section's effect.
+#[derive(Debug, Clone, Default)]
+pub struct Effective {
+    vars: HashMap<String, Value>,
+    /// Enabled services and the line that last changed each (None: default).
+    services: Vec<(String, Option<usize>)>,
+    /// Lines of `disable_service` per service, to point at.
+    disabled_at: HashMap<String, usize>,
+}
+
+impl Effective {
+    pub fn evaluate(conf: &LocalConf) -> Effective {
+        let mut eff = Effective {
+            services: DEFAULT_SERVICES.iter().map(|s| (s.to_string(), None)).collect(),
+            ..Default::default()
+        };
+        let rc = &conf.localrc;
+        // Assignments and commands interleave; bash runs them in line order.
+        let mut a = rc.assignments.iter().peekable();
+        let mut c = rc.commands.iter().peekable();
+        loop {
+            let take_assignment = match (a.peek(), c.peek()) {
+                (Some(x), Some(y)) => x.line < y.line,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_assignment {
+                let asg = a.next().expect("peeked");
+                let mut value = eff.expand(&asg.value);
+                if asg.append {
+                    value = format!("{}{value}", eff.get(&asg.name).unwrap_or(""));
+                }
+                if asg.name == "ENABLED_SERVICES" {
+                    eff.services = value.split(',').filter(|s| !s.is_empty()).map(|s| (s.to_owned(), Some(asg.line))).collect();
+                }
+                eff.vars.insert(asg.name.clone(), Value { value, origin: Origin::Line(asg.line) });
+            } else {
+                let cmd = c.next().expect("peeked");
+                let args: Vec<String> =
+                    cmd.args.iter().map(|x| eff.expand(x)).flat_map(|x| x.split([',', ' ']).map(str::to_owned).collect::<Vec<_>>()).filter(|s| !s.is_empty()).collect();
+                match cmd.name.as_str() {
+                    "enable_service" => {
+                        for s in args {
+                            if !eff.services.iter().any(|(n, _)| *n == s) {
+                                eff.services.push((s, Some(cmd.line)));
+                            }
+                        }
+                    }
+                    "disable_service" => {
+                        for s in args {
+                            eff.services.retain(|(n, _)| *n != s);
+                            eff.disabled_at.insert(s, cmd.line);
+                        }
+                    }
+                    "disable_all_services" => eff.services.clear(),
+                    _ => {}
+                }
+            }
+        }
+        for (name, default) in DEFAULTS {
+            if eff.get(name).is_none_or(str::is_empty) {
+                let value = eff.expand(default);
+                eff.vars.insert((*name).to_owned(), Value { value, origin: Origin::Default });
+            }
+        }
+        // lib/neutron_plugins/openvswitch_agent: mappings from PHYSICAL_NETWORK when unset.
+        if eff.get("OVS_BRIDGE_MAPPINGS").is_none_or(str::is_empty) {
+            if let (Some(pn), Some(br)) = (eff.get("PHYSICAL_NETWORK"), eff.get("OVS_PHYSICAL_BRIDGE")) {
+                if !pn.is_empty() && !br.is_empty() {
+                    let value = format!("{pn}:{br}");
+                    eff.vars.insert("OVS_BRIDGE_MAPPINGS".into(), Value { value, origin: Origin::Default });
+                }
+            }
+        }
+        eff
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.value.as_str())
+    }
+
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.vars.get(name)
+    }
+
+    pub fn service_enabled(&self, name: &str) -> bool {
+        self.services.iter().any(|(n, _)| n == name)
+    }
+
+    /// The line that enabled a service, if the file did.
+    pub fn service_line(&self, name: &str) -> Option<usize> {
+        self.services.iter().find(|(n, _)| n == name).and_then(|(_, l)| *l)
+    }
+
+    pub fn disabled_line(&self, name: &str) -> Option<usize> {
+        self.disabled_at.get(name).copied()
+    }
+
+    /// Parameter expansion for the forms local.conf files use: `$V`, `${V}`,
+    /// `${V:-w}`, `${V-w}`, `${V:=w}`, `${V:+w}`. Anything else is kept as written.
+    pub fn expand(&self, s: &str) -> String {
+        expand_with(s, &|name| self.get(name).map(str::to_owned), 0)
+    }
+}
+
+fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
+    if depth > 8 {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            // Find the matching brace (defaults may nest `${...}`).
+            let mut level = 1;
+            let mut end = None;
+            for (i, ch) in inner.char_indices() {
+                match ch {
+                    '{' => level += 1,
+                    '}' => {
+                        level -= 1;
+                        if level == 0 {
+                            end = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                out.push_str(&rest[pos..]);
+                return out;
+            };
+            let body = &inner[..end];
+            let name_len = body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(body.len());
+            let (name, op) = body.split_at(name_len);
+            let val = lookup(name);
+            let expanded = if op.is_empty() {
+                val.unwrap_or_default()
+            } else if let Some(w) = op.strip_prefix(":-").or_else(|| op.strip_prefix(":=")) {
+                match val {
+                    Some(v) if !v.is_empty() => v,
+                    _ => expand_with(w, lookup, depth + 1),
+                }
+            } else if let Some(w) = op.strip_prefix('-').or_else(|| op.strip_prefix('=')) {
+                val.unwrap_or_else(|| expand_with(w, lookup, depth + 1))
+            } else if let Some(w) = op.strip_prefix(":+") {
+                match val {
+                    Some(v) if !v.is_empty() => expand_with(w, lookup, depth + 1),
+                    _ => String::new(),
+                }
+            } else {
+                format!("${{{body}}}")
+            };
+            out.push_str(&expanded);
+            rest = &inner[end + 1..];
+        } else {
+            let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            if name_len == 0 {
+                out.push('$');
+            } else {
+                out.push_str(&lookup(&after[..name_len]).unwrap_or_default());
+            }
+            rest = &after[name_len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(s: &str) -> String {
+        let m: HashMap<&str, &str> = [("A", "1"), ("E", "")].into_iter().collect();
+        expand_with(s, &|n| m.get(n).map(|v| v.to_string()), 0)
+    }
+
+    #[test]
+    fn expansion_forms() {
+        assert_eq!(env("$A/${A}"), "1/1");
+        assert_eq!(env("${B:-x$A}"), "x1");
+        assert_eq!(env("${E:-d}"), "d");
+        assert_eq!(env("${E-d}"), "");
+        assert_eq!(env("${A:+set}${B:+set}"), "set");
+        assert_eq!(env("cost $"), "cost $");
+        assert_eq!(env("${unterminated"), "${unterminated");
+    }
+}

@@ -1,0 +1,381 @@
+//! What DevStack would do with a local.conf, checked against the world a
+//! scenario runs in. Each rule has a stable id (used in JSON, in text output and
+//! in tests) and reports the line a person has to change.
+
+use super::effective::{Effective, Origin};
+use super::parse::LocalConf;
+use crate::scenario::World;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Diagnostic {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub line: usize,
+    pub message: String,
+    pub hint: String,
+}
+
+/// Variables DevStack (or a plugin commonly used with it) reads. Only used to
+/// suggest a spelling; a name not listed and not close to one is left alone.
+const KNOWN_VARS: &[&str] = &[
+    "ADMIN_PASSWORD", "DATABASE_PASSWORD", "RABBIT_PASSWORD", "SERVICE_PASSWORD", "SERVICE_TOKEN", "HOST_IP",
+    "HOST_IPV6", "HOST_IP_IFACE", "SERVICE_HOST", "MYSQL_HOST", "RABBIT_HOST", "GLANCE_HOSTPORT", "DEST", "DATA_DIR",
+    "LOGFILE", "LOGDIR", "LOG_COLOR", "LOGDAYS", "VERBOSE", "ENABLE_DEBUG_LOG_LEVEL", "RECLONE", "OFFLINE",
+    "GIT_BASE", "GIT_DEPTH", "PIP_UPGRADE", "ENABLED_SERVICES", "Q_PLUGIN", "Q_AGENT", "Q_ML2_PLUGIN_MECHANISM_DRIVERS",
+    "Q_ML2_TENANT_NETWORK_TYPE", "Q_ML2_PLUGIN_TYPE_DRIVERS", "Q_ML2_PLUGIN_EXT_DRIVERS", "Q_USE_SECGROUP",
+    "Q_USE_PROVIDERNET_FOR_PUBLIC", "Q_FLOATING_ALLOCATION_POOL", "Q_L3_ENABLED", "Q_DVR_MODE", "Q_ROUTER_NAME",
+    "Q_USE_PUBLIC_VETH", "Q_L3_ROUTER_PER_TENANT", "Q_SERVICE_PLUGIN_CLASSES", "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS", "Q_ML2_PLUGIN_VLAN_TYPE_OPTIONS", "Q_ML2_PLUGIN_FLAT_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", "Q_USE_ROOTWRAP", "Q_HOST", "Q_META_DATA_IP", "PUBLIC_INTERFACE",
+    "PUBLIC_BRIDGE", "PUBLIC_NETWORK_NAME", "PUBLIC_NETWORK_GATEWAY", "PUBLIC_PHYSICAL_NETWORK", "PUBLIC_SUBNET_NAME",
+    "PRIVATE_NETWORK_NAME", "PRIVATE_SUBNET_NAME", "OVS_PHYSICAL_BRIDGE", "OVS_BRIDGE_MAPPINGS", "OVS_BRIDGE",
+    "OVS_DATAPATH_TYPE", "OVS_TUNNEL_BRIDGE", "OVS_ENABLE_TUNNELING", "PHYSICAL_NETWORK", "PROVIDER_NETWORK_TYPE",
+    "PROVIDER_SUBNET_NAME", "SEGMENTATION_ID", "ALLOCATION_POOL", "FLOATING_RANGE", "FIXED_RANGE",
+    "FIXED_NETWORK_SIZE", "NETWORK_GATEWAY", "IPV4_ADDRS_SAFE_TO_USE", "IPV6_ADDRS_SAFE_TO_USE", "FIXED_RANGE_V6",
+    "IP_VERSION", "IPV6_RA_MODE", "IPV6_ADDRESS_MODE", "IPV6_PUBLIC_RANGE", "IPV6_PUBLIC_NETWORK_GATEWAY",
+    "IPV6_ROUTER_GW_IP", "IPV6_PRIVATE_NETWORK_GATEWAY", "TUNNEL_IP_VERSION", "TUNNEL_ENDPOINT_IP",
+    "ENABLE_TENANT_TUNNELS", "TENANT_TUNNEL_RANGES", "ENABLE_TENANT_VLANS", "TENANT_VLAN_RANGE", "ML2_VLAN_RANGES",
+    "NEUTRON_CREATE_INITIAL_NETWORKS", "NEUTRON_PORT_SECURITY", "LIBVIRT_TYPE", "VIRT_DRIVER", "IMAGE_URLS",
+    "DOWNLOAD_DEFAULT_IMAGES", "DEFAULT_IMAGE_NAME", "INSTANCES_PATH", "REGION_NAME", "SWIFT_HASH", "SWIFT_REPLICAS",
+    "STACK_USER", "USE_SCREEN", "USE_SYSTEMD", "PIP_USE_MIRRORS", "USE_GET_PIP", "MULTI_HOST", "DATABASE_TYPE",
+    "DATABASE_USER", "MYSQL_PASSWORD", "API_WORKERS", "SERVICE_TIMEOUT", "ERROR_ON_CLONE", "INSTALL_TEMPEST",
+    "FORCE", "GLOBAL_VENV", "USE_VENV", "VOLUME_BACKING_FILE_SIZE", "OVN_BRIDGE_MAPPINGS", "SCREEN_LOGDIR",
+    "ENABLE_VERBOSE_LOG_LEVEL", "NOVA_BRANCH", "NEUTRON_BRANCH", "GLANCE_BRANCH", "KEYSTONE_BRANCH", "CINDER_BRANCH",
+    "HORIZON_BRANCH", "REQUIREMENTS_BRANCH", "TEMPEST_BRANCH", "NEUTRON_REPO", "NOVA_REPO", "KEYSTONE_SERVICE_HOST",
+    "SERVICE_PROTOCOL", "PUBLIC_NETWORK_GATEWAY", "Q_ML2_PLUGIN", "NOVA_VNC_ENABLED", "USE_PYTHON3",
+];
+
+/// Services that mean OVN is still on.
+const OVN_SERVICES: &[&str] = &["ovn-controller", "ovn-northd", "q-ovn-metadata-agent", "q-ovn-agent"];
+
+/// The ML2/OVS agents the world needs, with their newer `neutron-*` names.
+const OVS_AGENTS: &[(&str, &str, &str)] = &[
+    ("q-agt", "neutron-agent", "the Open vSwitch agent wires instances to br-int"),
+    ("q-l3", "neutron-l3", "the L3 agent builds the router, its NAT and floating IPs"),
+    ("q-dhcp", "neutron-dhcp", "the DHCP agent gives the instance its fixed address"),
+];
+
+struct Linter<'a> {
+    conf: &'a LocalConf,
+    eff: Effective,
+    world: &'a World,
+    out: Vec<Diagnostic>,
+    /// Line used for values that come from DevStack's defaults.
+    default_line: usize,
+}
+
+pub fn lint(conf: &LocalConf, world: &World) -> Vec<Diagnostic> {
+    let default_line = conf.headers.iter().find(|h| h.group == "local" && h.file == "localrc").map(|h| h.line).unwrap_or(1);
+    let mut l = Linter { conf, eff: Effective::evaluate(conf), world, out: Vec::new(), default_line };
+    l.mangled_lines();
+    if conf.files.iter().any(|f| f.group == "local" && f.file == "localrc") {
+        l.addresses();
+        l.bridges();
+        l.services();
+        l.host_ip();
+        l.spelling();
+    } else if !conf.headers.iter().any(|h| h.group == "local" && h.file.trim_end_matches('\r') == "localrc") {
+        l.push("no-localrc", Severity::Error, 1, "no [[local|localrc]] section: DevStack runs with every default, which does not match this world".into(), "start the file with [[local|localrc]] and the settings of `harness render`'s local.conf".into());
+    }
+    l.out.sort_by_key(|d| (d.line, d.rule));
+    l.out
+}
+
+impl Linter<'_> {
+    fn push(&mut self, rule: &'static str, severity: Severity, line: usize, message: String, hint: String) {
+        self.out.push(Diagnostic { rule, severity, line, message, hint });
+    }
+
+    /// The line to point at for a variable: where it is set, else the localrc header.
+    fn line_of(&self, name: &str) -> usize {
+        match self.eff.value(name).map(|v| v.origin) {
+            Some(Origin::Line(l)) => l,
+            _ => self.default_line,
+        }
+    }
+
+    /// "X is v" or "X is v (DevStack's default)".
+    fn describe(&self, name: &str) -> String {
+        match self.eff.value(name) {
+            Some(v) if v.origin == Origin::Default => format!("{name} is {:?} (DevStack's default, the file does not set it)", v.value),
+            Some(v) => format!("{name} is {:?}", v.value),
+            None => format!("{name} is unset"),
+        }
+    }
+
+    fn mangled_lines(&mut self) {
+        if let Some(i) = self.conf.source_lines.iter().position(|l| l.ends_with('\r')) {
+            self.push("crlf", Severity::Error, i + 1, "line ends with CRLF: DevStack keeps the '\\r', so `[[local|localrc]]` names the file \"localrc\\r\" and is ignored, and values end in '\\r'".into(), "convert the file to Unix line endings (dos2unix local.conf)".into());
+        }
+        let headers = self.conf.headers.clone();
+        for h in &headers {
+            if let Some(tail) = &h.dropped_tail {
+                if !tail.starts_with('#') {
+                    self.push("header-space", Severity::Error, h.line, format!("DevStack reads only up to the first blank of a header: the file is {:?} and {tail:?} is dropped", h.file), "remove the blank from the path (DevStack cannot write to a path with a space)".into());
+                }
+            }
+            if h.file.is_empty() {
+                self.push("header-empty-file", Severity::Warning, h.line, "this header names no file (nothing after '|' before the first blank): DevStack ignores it and its body".into(), "write the header as [[group|file]]".into());
+            }
+        }
+        let files = self.conf.files.clone();
+        for f in files.iter().filter(|f| !(f.group == "local" && f.file == "localrc")) {
+            let mut in_section = false;
+            for (line, &no) in f.lines.iter().zip(&f.line_numbers) {
+                if line.starts_with('[') {
+                    in_section = true;
+                    continue;
+                }
+                let body = line.trim_end_matches('\r');
+                if body.is_empty() || body.starts_with(' ') || body.starts_with('\t') || body.trim_start().starts_with('#') {
+                    if (body.starts_with(' ') || body.starts_with('\t')) && body.contains('=') && !body.trim_start().starts_with('#') {
+                        self.push("indented-option", Severity::Warning, no, format!("indented line {:?}: DevStack skips lines that start with a blank, so this option is not set", body.trim()), "remove the leading blanks".into());
+                    }
+                    continue;
+                }
+                if !body.contains('=') {
+                    self.push("key-without-equals", Severity::Error, no, format!("{body:?} has no '=': DevStack takes the whole line as the value of an empty key and drops it"), "write it as key = value".into());
+                } else if !in_section {
+                    self.push("option-outside-section", Severity::Warning, no, format!("{body:?} comes before any [section]: DevStack drops it"), "put a [DEFAULT] (or the right section) header above it".into());
+                }
+            }
+        }
+        let cmds = self.conf.localrc.commands.clone();
+        for c in &cmds {
+            let looks_like_var = c.name.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_');
+            if looks_like_var {
+                let what = if c.args.first().is_some_and(|a| a.starts_with('=')) { "spaces around '='" } else { "no '='" };
+                self.push("key-without-equals", Severity::Error, c.line, format!("`{}` has {what}: bash runs it as a command named {} and the variable stays unset", self.conf.source_lines[c.line - 1].trim(), c.name), format!("write it as {}=value with no spaces", c.name));
+            }
+        }
+    }
+
+    fn cidr(&mut self, name: &str) -> Option<Ipv4Net> {
+        let v = self.eff.get(name)?.to_owned();
+        match v.parse::<Ipv4Net>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let line = self.line_of(name);
+                self.push("malformed-address", Severity::Error, line, format!("{name} is {v:?}, which is not a CIDR"), format!("write it as a network such as {}", self.world.floating_range));
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, name: &str) -> Option<Ipv4Addr> {
+        let v = self.eff.get(name)?.to_owned();
+        match v.parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let line = self.line_of(name);
+                self.push("malformed-address", Severity::Error, line, format!("{name} is {v:?}, which is not an IPv4 address"), "write a dotted-quad address such as 192.0.2.1".into());
+                None
+            }
+        }
+    }
+
+    fn addresses(&mut self) {
+        let w = self.world;
+        let provider = w.provider_address.trunc();
+        let floating = self.cidr("FLOATING_RANGE");
+        let fixed = self.cidr("FIXED_RANGE");
+        let gateway = self.addr("PUBLIC_NETWORK_GATEWAY");
+        let _ = self.addr("NETWORK_GATEWAY");
+        for name in ["SERVICE_HOST", "HOST_IP"] {
+            if self.eff.get(name).is_some_and(|v| !v.is_empty() && !v.contains('$')) {
+                let _ = self.addr(name);
+            }
+        }
+        if let Some(f) = floating {
+            if f.trunc() != provider {
+                let line = self.line_of("FLOATING_RANGE");
+                self.push("floating-range", Severity::Error, line, format!("{}, but the provider bridge {} is on {provider}: floating IPs would not be reachable on it", self.describe("FLOATING_RANGE"), w.provider_bridge), format!("set FLOATING_RANGE={provider}"));
+            }
+        }
+        if let Some(g) = gateway {
+            if g != w.provider_address.addr() {
+                let line = self.line_of("PUBLIC_NETWORK_GATEWAY");
+                self.push("public-gateway", Severity::Error, line, format!("{}, but the provider bridge {} has {}: the router's default route would point at nothing", self.describe("PUBLIC_NETWORK_GATEWAY"), w.provider_bridge, w.provider_address.addr()), format!("set PUBLIC_NETWORK_GATEWAY={}", w.provider_address.addr()));
+            }
+        }
+        self.pool(floating, gateway);
+        if let Some(x) = fixed {
+            let checks = [("floating range", floating.map(|f| f.trunc())), ("guest's private subnet", Some(w.guest_address.trunc())), ("provider subnet", Some(provider))];
+            for (what, net) in checks {
+                if let Some(n) = net {
+                    if x.contains(&n.network()) || n.contains(&x.network()) {
+                        let line = self.line_of("FIXED_RANGE");
+                        self.push("fixed-range", Severity::Error, line, format!("{} overlaps the {what} {n}: the router cannot tell tenant traffic from it", self.describe("FIXED_RANGE")), format!("set FIXED_RANGE={}", w.fixed_range));
+                    }
+                }
+            }
+            if x.contains(&w.public_ip) {
+                let line = self.line_of("FIXED_RANGE");
+                self.push("fixed-range", Severity::Error, line, format!("{} holds the public IP {}", self.describe("FIXED_RANGE"), w.public_ip), format!("set FIXED_RANGE={}", w.fixed_range));
+            }
+        }
+        if self.eff.get("IP_VERSION") != Some("4") {
+            let line = self.line_of("IP_VERSION");
+            self.push("ip-version", Severity::Warning, line, format!("{}: DevStack will also build IPv6 subnets this world has no route for", self.describe("IP_VERSION")), "set IP_VERSION=4".into());
+        }
+    }
+
+    fn pool(&mut self, floating: Option<Ipv4Net>, gateway: Option<Ipv4Addr>) {
+        let Some(raw) = self.eff.get("Q_FLOATING_ALLOCATION_POOL").map(str::to_owned) else { return };
+        if raw.is_empty() {
+            return;
+        }
+        let line = self.line_of("Q_FLOATING_ALLOCATION_POOL");
+        let mut start = None;
+        let mut end = None;
+        for part in raw.split(',') {
+            match part.split_once('=') {
+                Some(("start", v)) => start = v.trim().parse::<Ipv4Addr>().ok(),
+                Some(("end", v)) => end = v.trim().parse::<Ipv4Addr>().ok(),
+                _ => {}
+            }
+        }
+        let (Some(s), Some(e)) = (start, end) else {
+            self.push("malformed-address", Severity::Error, line, format!("Q_FLOATING_ALLOCATION_POOL is {raw:?}; expected start=ADDRESS,end=ADDRESS"), format!("set Q_FLOATING_ALLOCATION_POOL=start={},end={}", self.world.pool_start, self.world.pool_end));
+            return;
+        };
+        let hint = format!("set Q_FLOATING_ALLOCATION_POOL=start={},end={}", self.world.pool_start, self.world.pool_end);
+        if s > e {
+            self.push("allocation-pool", Severity::Error, line, format!("the allocation pool {s}-{e} is empty: its start is after its end"), hint.clone());
+        }
+        if let Some(f) = floating {
+            for a in [s, e] {
+                if !f.contains(&a) {
+                    self.push("allocation-pool", Severity::Error, line, format!("the allocation pool address {a} lies outside FLOATING_RANGE {f}"), hint.clone());
+                }
+            }
+        }
+        if let Some(g) = gateway {
+            if (s..=e).contains(&g) {
+                self.push("allocation-pool", Severity::Error, line, format!("the allocation pool {s}-{e} holds the gateway {g}: Neutron refuses the subnet"), hint);
+            }
+        }
+    }
+
+    fn bridges(&mut self) {
+        let w = self.world;
+        let phys = self.eff.get("OVS_PHYSICAL_BRIDGE").unwrap_or("").to_owned();
+        let public = self.eff.get("PUBLIC_BRIDGE").unwrap_or("").to_owned();
+        let physnet = self.eff.get("PUBLIC_PHYSICAL_NETWORK").unwrap_or("").to_owned();
+        if phys.is_empty() {
+            let line = self.line_of("OVS_PHYSICAL_BRIDGE");
+            self.push("bridge-mappings", Severity::Error, line, "OVS_PHYSICAL_BRIDGE is unset: DevStack neither adds PUBLIC_INTERFACE to an OVS bridge nor moves its address".into(), format!("set OVS_PHYSICAL_BRIDGE={}", w.ovs_bridge));
+        } else if phys != public {
+            let line = self.line_of("PUBLIC_BRIDGE").max(self.line_of("OVS_PHYSICAL_BRIDGE"));
+            self.push("bridge-mappings", Severity::Error, line, format!("OVS_PHYSICAL_BRIDGE is {phys:?} but {}: the L3 agent's external bridge and the bridge holding the uplink differ", self.describe("PUBLIC_BRIDGE")), format!("set both to {}", w.ovs_bridge));
+        }
+        let mappings = self.eff.get("OVS_BRIDGE_MAPPINGS").unwrap_or("").to_owned();
+        let line = self.line_of("OVS_BRIDGE_MAPPINGS");
+        let mapped = mappings.split(',').filter_map(|m| m.split_once(':')).find(|(net, _)| *net == physnet).map(|(_, br)| br.to_owned());
+        match mapped {
+            None => self.push("bridge-mappings", Severity::Error, line, format!("OVS_BRIDGE_MAPPINGS is {mappings:?}, with no mapping for the public physical network {physnet:?}: the agent cannot wire the external network"), format!("set OVS_BRIDGE_MAPPINGS={physnet}:{}", if phys.is_empty() { &w.ovs_bridge } else { &phys })),
+            Some(br) if !phys.is_empty() && br != phys => self.push("bridge-mappings", Severity::Error, line, format!("OVS_BRIDGE_MAPPINGS maps {physnet:?} to {br:?} but OVS_PHYSICAL_BRIDGE is {phys:?}"), format!("set OVS_BRIDGE_MAPPINGS={physnet}:{phys}")),
+            _ => {}
+        }
+        match self.eff.get("PUBLIC_INTERFACE") {
+            Some(pi) if pi == w.provider_bridge => {}
+            Some(pi) => {
+                let pi = pi.to_owned();
+                let line = self.line_of("PUBLIC_INTERFACE");
+                self.push("public-interface", Severity::Error, line, format!("PUBLIC_INTERFACE is {pi:?}, not the provider bridge {:?}: DevStack would move {pi}'s address to {phys} instead", w.provider_bridge), format!("set PUBLIC_INTERFACE={}", w.provider_bridge));
+            }
+            None => self.push("public-interface", Severity::Error, self.default_line, format!("PUBLIC_INTERFACE is unset: DevStack leaves the provider bridge {} out of {}, so floating IPs never reach it", w.provider_bridge, if phys.is_empty() { &w.ovs_bridge } else { &phys }), format!("set PUBLIC_INTERFACE={}", w.provider_bridge)),
+        }
+    }
+
+    fn services(&mut self) {
+        let agent = self.eff.get("Q_AGENT").unwrap_or("").to_owned();
+        let line = self.line_of("Q_AGENT");
+        if agent != "openvswitch" {
+            self.push("agent", Severity::Error, line, format!("{}: this world is ML2/OVS with the q-agt, q-l3 and q-dhcp agents", self.describe("Q_AGENT")), "set Q_AGENT=openvswitch".into());
+            return;
+        }
+        let mech = self.eff.get("Q_ML2_PLUGIN_MECHANISM_DRIVERS").unwrap_or("").to_owned();
+        if !mech.split(',').any(|m| m == "openvswitch") {
+            let l = self.line_of("Q_ML2_PLUGIN_MECHANISM_DRIVERS");
+            self.push("mechanism-driver", Severity::Error, l, format!("{} with Q_AGENT=openvswitch: neutron-server will not bind ports for the OVS agent", self.describe("Q_ML2_PLUGIN_MECHANISM_DRIVERS")), "set Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch".into());
+        }
+        let net_type = self.eff.get("Q_ML2_TENANT_NETWORK_TYPE").unwrap_or("").to_owned();
+        if !["vxlan", "gre", "vlan", "flat", "local"].contains(&net_type.as_str()) {
+            let l = self.line_of("Q_ML2_TENANT_NETWORK_TYPE");
+            self.push("tenant-network-type", Severity::Error, l, format!("{}, which the Open vSwitch agent cannot serve", self.describe("Q_ML2_TENANT_NETWORK_TYPE")), format!("set Q_ML2_TENANT_NETWORK_TYPE={}", self.world.tenant_network_type));
+        }
+        for (old, new, why) in OVS_AGENTS {
+            if !self.eff.service_enabled(old) && !self.eff.service_enabled(new) {
+                let l = self.eff.disabled_line(old).or(self.eff.disabled_line(new)).unwrap_or(self.default_line);
+                self.push("services", Severity::Error, l, format!("{old} is not enabled with Q_AGENT=openvswitch: {why}"), format!("add `enable_service {old}`"));
+            }
+        }
+        for s in OVN_SERVICES {
+            if self.eff.service_enabled(s) {
+                let l = self.eff.service_line(s).unwrap_or(self.default_line);
+                self.push("services", Severity::Error, l, format!("OVN service {s} is still enabled with Q_AGENT=openvswitch (stackrc enables it by default)"), format!("add `disable_service {s}`"));
+            }
+        }
+    }
+
+    fn host_ip(&mut self) {
+        let w = self.world;
+        let private = w.guest_address.addr();
+        match self.eff.get("HOST_IP").map(str::to_owned) {
+            None => self.push("host-ip", Severity::Warning, self.default_line, format!("HOST_IP is unset: DevStack takes the default-route interface's address ({private}) and never finds the public IP on lo"), format!("set HOST_IP={}", w.public_ip)),
+            Some(v) => {
+                if let Ok(a) = v.parse::<Ipv4Addr>() {
+                    if a != w.public_ip && a != private {
+                        let line = self.line_of("HOST_IP");
+                        self.push("host-ip", Severity::Error, line, format!("HOST_IP is {a}, neither the public IP {} nor the guest's private address {private}: services would bind to an address the host does not have", w.public_ip), format!("set HOST_IP={}", w.public_ip));
+                    }
+                }
+            }
+        }
+    }
+
+    fn spelling(&mut self) {
+        let names: Vec<(String, usize)> = self.conf.localrc.assignments.iter().map(|a| (a.name.clone(), a.line)).collect();
+        for (name, line) in names {
+            if KNOWN_VARS.contains(&name.as_str()) || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                continue;
+            }
+            let best = KNOWN_VARS.iter().map(|k| (strsim::damerau_levenshtein(&name, k), *k)).min();
+            if let Some((dist, known)) = best {
+                if dist > 0 && dist <= 2.max(name.len() / 8) {
+                    self.push("unknown-variable", Severity::Warning, line, format!("DevStack does not read {name}; did you mean {known}?"), format!("rename it to {known}"));
+                }
+            }
+        }
+    }
+}
+
+/// Compiler-style text: `local.conf:26: error[floating-range]: ...`, the line, the hint.
+pub fn format_text(file: &str, conf: &LocalConf, diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let sev = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        out.push_str(&format!("{file}:{}: {sev}[{}]: {}\n", d.line, d.rule, d.message));
+        if let Some(src) = conf.source_lines.get(d.line.wrapping_sub(1)) {
+            out.push_str(&format!("{:>5} | {}\n", d.line, src.trim_end_matches('\r')));
+        }
+        out.push_str(&format!("      = hint: {}\n", d.hint));
+    }
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    out.push_str(&format!("{file}: {errors} error(s), {} warning(s)\n", diags.len() - errors));
+    out
+}

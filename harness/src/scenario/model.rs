@@ -1,0 +1,254 @@
+//! The scenario file as written (TOML, serde). Every default is the world of
+//! DESIGN.md; a scenario changes only what it is about. Unknown keys are errors.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Raw addresses stay strings here so that a bad one is reported by the
+/// validator with its file, line and column, not as a generic serde error.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// Defaults to the file's stem.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Which cloud builder runs (`replica` or `devstack`).
+    #[serde(default)]
+    pub cloud: CloudKind,
+    #[serde(default)]
+    pub guest: GuestSpec,
+    #[serde(default)]
+    pub provider: ProviderSpec,
+    #[serde(default)]
+    pub tenant: TenantSpec,
+    #[serde(default)]
+    pub internet: InternetSpec,
+    #[serde(default)]
+    pub host_recipe: HostRecipeSpec,
+    #[serde(default)]
+    pub devstack: DevstackSpec,
+    #[serde(default)]
+    pub vm: VmSpec,
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<ForwardSpec>,
+    #[serde(default, rename = "check")]
+    pub checks: Vec<CheckSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudKind {
+    #[default]
+    Replica,
+    Devstack,
+}
+
+impl CloudKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudKind::Replica => "replica",
+            CloudKind::Devstack => "devstack",
+        }
+    }
+}
+
+/// The cloud instance: its private NIC and the public IP the cloud maps to it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestSpec {
+    pub public_ip: String,
+    pub nic: String,
+    /// Address with prefix, e.g. `192.168.0.10/24`.
+    pub address: String,
+    pub gateway: String,
+    pub hostname: String,
+}
+
+impl Default for GuestSpec {
+    fn default() -> Self {
+        GuestSpec {
+            public_ip: "203.0.113.10".into(),
+            nic: "eth0".into(),
+            address: "192.168.0.10/24".into(),
+            gateway: "192.168.0.1".into(),
+            hostname: "devstack".into(),
+        }
+    }
+}
+
+/// The provider network: the Linux bridge and the floating range on it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSpec {
+    pub bridge: String,
+    /// The bridge's address with prefix, e.g. `192.168.100.1/24`.
+    pub address: String,
+    pub floating_range: String,
+    /// `PUBLIC_NETWORK_GATEWAY`.
+    pub gateway: String,
+    pub pool_start: String,
+    pub pool_end: String,
+    /// `OVS_PHYSICAL_BRIDGE` / `PUBLIC_BRIDGE`.
+    pub ovs_bridge: String,
+    /// The physical network name in `OVS_BRIDGE_MAPPINGS`.
+    pub physical_network: String,
+}
+
+impl Default for ProviderSpec {
+    fn default() -> Self {
+        ProviderSpec {
+            bridge: "mybr0".into(),
+            address: "192.168.100.1/24".into(),
+            floating_range: "192.168.100.0/24".into(),
+            gateway: "192.168.100.1".into(),
+            pool_start: "192.168.100.100".into(),
+            pool_end: "192.168.100.200".into(),
+            ovs_bridge: "br-ex".into(),
+            physical_network: "public".into(),
+        }
+    }
+}
+
+/// The tenant (private) network the instance lives on.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantSpec {
+    pub fixed_range: String,
+    /// `NETWORK_GATEWAY`: the router's `qr-` address.
+    pub gateway: String,
+    pub network_type: String,
+    pub mtu: u16,
+}
+
+impl Default for TenantSpec {
+    fn default() -> Self {
+        TenantSpec {
+            fixed_range: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            network_type: "vxlan".into(),
+            mtu: 1450,
+        }
+    }
+}
+
+/// The harness-owned "internet": a client, a responder and the cloud edge.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InternetSpec {
+    /// The internet side of the cloud edge, with prefix.
+    pub edge: String,
+    pub client: String,
+    pub responder: String,
+}
+
+impl Default for InternetSpec {
+    fn default() -> Self {
+        InternetSpec { edge: "198.51.100.1/24".into(), client: "198.51.100.10".into(), responder: "198.51.100.20".into() }
+    }
+}
+
+/// The host network recipe. Each part can be switched off (or changed) to
+/// reproduce a broken host.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostRecipeSpec {
+    /// Put the public IP on `lo` as a /32.
+    pub lo_public_ip: bool,
+    /// Create the provider bridge and give it its address.
+    pub bridge: bool,
+    /// `net.ipv4.ip_forward=1`.
+    pub ip_forward: bool,
+    /// FORWARD accept for the provider range (both directions).
+    pub forward: bool,
+    /// nat POSTROUTING MASQUERADE of the provider range.
+    pub masquerade: bool,
+    /// Source range of the FORWARD and MASQUERADE rules; defaults to the floating range.
+    pub source_range: Option<String>,
+}
+
+impl Default for HostRecipeSpec {
+    fn default() -> Self {
+        HostRecipeSpec { lo_public_ip: true, bridge: true, ip_forward: true, forward: true, masquerade: true, source_range: None }
+    }
+}
+
+/// How the DevStack `local.conf` is made.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevstackSpec {
+    pub git_base: String,
+    pub branch: String,
+    pub admin_password: String,
+    /// `HOST_IP`: `public` (the public IP, as on the NHN Cloud host), `private`
+    /// (the guest's private address) or an address.
+    pub host_ip: String,
+    /// Extra `NAME=value` lines for the localrc section, after the template's.
+    pub values: BTreeMap<String, String>,
+    /// Raw text appended to the rendered local.conf.
+    pub extra: String,
+    /// The user's own local.conf (relative to the scenario file) used instead of the template.
+    pub local_conf: Option<String>,
+}
+
+impl Default for DevstackSpec {
+    fn default() -> Self {
+        DevstackSpec {
+            git_base: "https://opendev.org".into(),
+            branch: "master".into(),
+            admin_password: "secret".into(),
+            host_ip: "public".into(),
+            values: BTreeMap::new(),
+            extra: String::new(),
+            local_conf: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSpec {
+    pub image: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub disk_gib: u32,
+}
+
+impl Default for VmSpec {
+    fn default() -> Self {
+        VmSpec { image: "debian-12".into(), memory_mib: 2048, cpus: 2, disk_gib: 8 }
+    }
+}
+
+/// A port the cloud edge forwards from the public IP, e.g. public 2222 -> floating IP 22.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    pub public_port: u16,
+    pub to: String,
+    pub port: u16,
+    #[serde(default = "default_proto")]
+    pub protocol: String,
+}
+
+fn default_proto() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    pub name: Option<String>,
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub port: Option<u16>,
+    #[serde(default = "default_expect")]
+    pub expect: String,
+    pub seen_as: Option<String>,
+    pub timeout_s: Option<f64>,
+}
+
+fn default_expect() -> String {
+    "reachable".into()
+}

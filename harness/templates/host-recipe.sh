@@ -1,0 +1,127 @@
+#!/bin/bash
+# The host network recipe of scenario {{ plan.name }}, rendered by devstack-harness.
+# It is what a DevStack host on NHN Cloud has: the public IP as a /32 on lo, the
+# Linux bridge {{ plan.world.provider_bridge }} as the provider network, forwarding and MASQUERADE
+# for the provider range.
+#
+#   harness-host-recipe apply    make it so (idempotent: a second apply changes nothing)
+#   harness-host-recipe verify   check it is so; exit 1 naming each difference
+#   harness-host-recipe revert   undo what apply did, leaving the host as it was
+#
+# A part that the scenario switches off is not applied, and verify checks it is absent.
+set -euo pipefail
+
+PUBLIC_IP={{ plan.world.public_ip }}
+BRIDGE={{ plan.world.provider_bridge }}
+BRIDGE_ADDR={{ plan.world.provider_address }}
+SRC={{ plan.host_recipe.source_range }}
+# What apply found before it changed anything, so that revert can restore it.
+STATE=${HARNESS_RECIPE_STATE:-/run/devstack-harness/host-recipe.state}
+
+LO_PUBLIC_IP={{ plan.host_recipe.lo_public_ip }}
+MAKE_BRIDGE={{ plan.host_recipe.bridge }}
+IP_FORWARD={{ plan.host_recipe.ip_forward }}
+FORWARD={{ plan.host_recipe.forward }}
+MASQUERADE={{ plan.host_recipe.masquerade }}
+
+forward_rules=("FORWARD -s $SRC -j ACCEPT" "FORWARD -d $SRC -j ACCEPT")
+nat_rule="POSTROUTING -s $SRC ! -d $SRC -j MASQUERADE"
+
+has_rule() { # table, rule...
+    local table=$1; shift
+    # shellcheck disable=SC2086
+    iptables -w -t "$table" -C $* 2>/dev/null
+}
+
+apply() {
+    mkdir -p "$(dirname "$STATE")"
+    if [ ! -e "$STATE" ]; then
+        {
+            echo "ip_forward=$(sysctl -n net.ipv4.ip_forward)"
+            if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge_existed=true"; else echo "bridge_existed=false"; fi
+        } >"$STATE"
+    fi
+    ip link set lo up
+    if $LO_PUBLIC_IP; then
+        ip addr replace "$PUBLIC_IP/32" dev lo
+    fi
+    if $MAKE_BRIDGE; then
+        ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+        ip addr replace "$BRIDGE_ADDR" dev "$BRIDGE"
+        ip link set "$BRIDGE" up
+    fi
+    if $IP_FORWARD; then
+        sysctl -qw net.ipv4.ip_forward=1
+    fi
+    if $FORWARD; then
+        for rule in "${forward_rules[@]}"; do
+            # shellcheck disable=SC2086
+            has_rule filter $rule || iptables -w -A $rule
+        done
+    fi
+    if $MASQUERADE; then
+        # shellcheck disable=SC2086
+        has_rule nat $nat_rule || iptables -w -t nat -A $nat_rule
+    fi
+}
+
+verify() {
+    local bad=0
+    expect() { # description, wanted (true|false), command...
+        local what=$1 want=$2; shift 2
+        if "$@" >/dev/null 2>&1; then have=true; else have=false; fi
+        if [ "$have" = "$want" ]; then
+            echo "ok: $what $( $want && echo present || echo absent)"
+        else
+            echo "FAIL: $what expected $( $want && echo present || echo absent), found $( $have && echo present || echo absent)"
+            bad=1
+        fi
+    }
+    expect "lo address $PUBLIC_IP/32" "$LO_PUBLIC_IP" sh -c "ip -4 -o addr show dev lo | grep -qw '$PUBLIC_IP/32'"
+    expect "bridge $BRIDGE up with $BRIDGE_ADDR" "$MAKE_BRIDGE" sh -c "ip -4 -o addr show dev $BRIDGE up | grep -qw '$BRIDGE_ADDR'"
+    expect "net.ipv4.ip_forward=1" "$IP_FORWARD" sh -c "[ \"\$(sysctl -n net.ipv4.ip_forward)\" = 1 ]"
+    for rule in "${forward_rules[@]}"; do
+        expect "filter rule '$rule'" "$FORWARD" has_rule filter $rule
+    done
+    expect "nat rule '$nat_rule'" "$MASQUERADE" has_rule nat $nat_rule
+    return $bad
+}
+
+revert() {
+    if $MASQUERADE; then
+        # shellcheck disable=SC2086
+        while has_rule nat $nat_rule; do iptables -w -t nat -D $nat_rule; done
+    fi
+    if $FORWARD; then
+        for rule in "${forward_rules[@]}"; do
+            # shellcheck disable=SC2086
+            while has_rule filter $rule; do iptables -w -D $rule; done
+        done
+    fi
+    local ip_forward="" bridge_existed=false
+    if [ -e "$STATE" ]; then
+        ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
+        bridge_existed=$(sed -n 's/^bridge_existed=//p' "$STATE")
+    fi
+    if $IP_FORWARD && [ -n "$ip_forward" ]; then
+        sysctl -qw net.ipv4.ip_forward="$ip_forward"
+    fi
+    if $MAKE_BRIDGE; then
+        if [ "$bridge_existed" = true ]; then
+            ip addr del "$BRIDGE_ADDR" dev "$BRIDGE" 2>/dev/null || true
+        else
+            ip link del "$BRIDGE" 2>/dev/null || true
+        fi
+    fi
+    if $LO_PUBLIC_IP; then
+        ip addr del "$PUBLIC_IP/32" dev lo 2>/dev/null || true
+    fi
+    rm -f "$STATE"
+}
+
+case "${1:-}" in
+    apply) apply ;;
+    verify) verify ;;
+    revert) revert ;;
+    *) echo "usage: $0 apply|verify|revert" >&2; exit 2 ;;
+esac
