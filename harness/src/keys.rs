@@ -22,7 +22,10 @@ pub struct RunKeys {
 
 impl std::fmt::Debug for RunKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunKeys").field("client_public", &self.client_public).field("host_public", &self.host_public).finish_non_exhaustive()
+        f.debug_struct("RunKeys")
+            .field("client_public", &self.client_public)
+            .field("host_public", &self.host_public)
+            .finish_non_exhaustive()
     }
 }
 

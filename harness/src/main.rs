@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "harness", version, about = "Proves that a DevStack cloud built inside a cloud VM works from the outside in and from the inside out")]
+#[command(
+    name = "harness",
+    version,
+    about = "Proves that a DevStack cloud built inside a cloud VM works from the outside in and from the inside out"
+)]
 struct Cli {
     /// Directory whose templates override the embedded ones (same relative names).
     #[arg(long, global = true, value_name = "DIR")]

@@ -41,7 +41,6 @@ apply() {
             if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge_existed=true"; else echo "bridge_existed=false"; fi
         } >"$STATE"
     fi
-    ip link set lo up
     if $LO_PUBLIC_IP; then
         ip addr replace "$PUBLIC_IP/32" dev lo
     fi

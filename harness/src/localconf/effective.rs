@@ -24,9 +24,31 @@ pub struct Value {
 /// The services stackrc enables before localrc runs `enable_service` /
 /// `disable_service` (DevStack master: OVN is the default Neutron backend).
 const DEFAULT_SERVICES: &[&str] = &[
-    "key", "n-api", "n-cpu", "n-cond", "n-sch", "n-novnc", "n-api-meta", "placement-api", "placement-client", "g-api",
-    "c-sch", "c-api", "c-vol", "ovn-controller", "ovn-northd", "ovs-vswitchd", "ovsdb-server", "q-svc",
-    "q-ovn-agent", "horizon", "rabbit", "tempest", "mysql", "etcd3", "dstat",
+    "key",
+    "n-api",
+    "n-cpu",
+    "n-cond",
+    "n-sch",
+    "n-novnc",
+    "n-api-meta",
+    "placement-api",
+    "placement-client",
+    "g-api",
+    "c-sch",
+    "c-api",
+    "c-vol",
+    "ovn-controller",
+    "ovn-northd",
+    "ovs-vswitchd",
+    "ovsdb-server",
+    "q-svc",
+    "q-ovn-agent",
+    "horizon",
+    "rabbit",
+    "tempest",
+    "mysql",
+    "etcd3",
+    "dstat",
 ];
 
 /// `NAME=${NAME:-default}` lines DevStack runs after localrc, in DevStack's order.
@@ -58,10 +80,7 @@ pub struct Effective {
 
 impl Effective {
     pub fn evaluate(conf: &LocalConf) -> Effective {
-        let mut eff = Effective {
-            services: DEFAULT_SERVICES.iter().map(|s| (s.to_string(), None)).collect(),
-            ..Default::default()
-        };
+        let mut eff = Effective { services: DEFAULT_SERVICES.iter().map(|s| (s.to_string(), None)).collect(), ..Default::default() };
         let rc = &conf.localrc;
         // Assignments and commands interleave; bash runs them in line order.
         let mut a = rc.assignments.iter().peekable();
@@ -85,8 +104,13 @@ impl Effective {
                 eff.vars.insert(asg.name.clone(), Value { value, origin: Origin::Line(asg.line) });
             } else {
                 let cmd = c.next().expect("peeked");
-                let args: Vec<String> =
-                    cmd.args.iter().map(|x| eff.expand(x)).flat_map(|x| x.split([',', ' ']).map(str::to_owned).collect::<Vec<_>>()).filter(|s| !s.is_empty()).collect();
+                let args: Vec<String> = cmd
+                    .args
+                    .iter()
+                    .map(|x| eff.expand(x))
+                    .flat_map(|x| x.split([',', ' ']).map(str::to_owned).collect::<Vec<_>>())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 match cmd.name.as_str() {
                     "enable_service" => {
                         for s in args {

@@ -28,31 +28,142 @@ pub struct Diagnostic {
 /// Variables DevStack (or a plugin commonly used with it) reads. Only used to
 /// suggest a spelling; a name not listed and not close to one is left alone.
 const KNOWN_VARS: &[&str] = &[
-    "ADMIN_PASSWORD", "DATABASE_PASSWORD", "RABBIT_PASSWORD", "SERVICE_PASSWORD", "SERVICE_TOKEN", "HOST_IP",
-    "HOST_IPV6", "HOST_IP_IFACE", "SERVICE_HOST", "MYSQL_HOST", "RABBIT_HOST", "GLANCE_HOSTPORT", "DEST", "DATA_DIR",
-    "LOGFILE", "LOGDIR", "LOG_COLOR", "LOGDAYS", "VERBOSE", "ENABLE_DEBUG_LOG_LEVEL", "RECLONE", "OFFLINE",
-    "GIT_BASE", "GIT_DEPTH", "PIP_UPGRADE", "ENABLED_SERVICES", "Q_PLUGIN", "Q_AGENT", "Q_ML2_PLUGIN_MECHANISM_DRIVERS",
-    "Q_ML2_TENANT_NETWORK_TYPE", "Q_ML2_PLUGIN_TYPE_DRIVERS", "Q_ML2_PLUGIN_EXT_DRIVERS", "Q_USE_SECGROUP",
-    "Q_USE_PROVIDERNET_FOR_PUBLIC", "Q_FLOATING_ALLOCATION_POOL", "Q_L3_ENABLED", "Q_DVR_MODE", "Q_ROUTER_NAME",
-    "Q_USE_PUBLIC_VETH", "Q_L3_ROUTER_PER_TENANT", "Q_SERVICE_PLUGIN_CLASSES", "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS",
-    "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS", "Q_ML2_PLUGIN_VLAN_TYPE_OPTIONS", "Q_ML2_PLUGIN_FLAT_TYPE_OPTIONS",
-    "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", "Q_USE_ROOTWRAP", "Q_HOST", "Q_META_DATA_IP", "PUBLIC_INTERFACE",
-    "PUBLIC_BRIDGE", "PUBLIC_NETWORK_NAME", "PUBLIC_NETWORK_GATEWAY", "PUBLIC_PHYSICAL_NETWORK", "PUBLIC_SUBNET_NAME",
-    "PRIVATE_NETWORK_NAME", "PRIVATE_SUBNET_NAME", "OVS_PHYSICAL_BRIDGE", "OVS_BRIDGE_MAPPINGS", "OVS_BRIDGE",
-    "OVS_DATAPATH_TYPE", "OVS_TUNNEL_BRIDGE", "OVS_ENABLE_TUNNELING", "PHYSICAL_NETWORK", "PROVIDER_NETWORK_TYPE",
-    "PROVIDER_SUBNET_NAME", "SEGMENTATION_ID", "ALLOCATION_POOL", "FLOATING_RANGE", "FIXED_RANGE",
-    "FIXED_NETWORK_SIZE", "NETWORK_GATEWAY", "IPV4_ADDRS_SAFE_TO_USE", "IPV6_ADDRS_SAFE_TO_USE", "FIXED_RANGE_V6",
-    "IP_VERSION", "IPV6_RA_MODE", "IPV6_ADDRESS_MODE", "IPV6_PUBLIC_RANGE", "IPV6_PUBLIC_NETWORK_GATEWAY",
-    "IPV6_ROUTER_GW_IP", "IPV6_PRIVATE_NETWORK_GATEWAY", "TUNNEL_IP_VERSION", "TUNNEL_ENDPOINT_IP",
-    "ENABLE_TENANT_TUNNELS", "TENANT_TUNNEL_RANGES", "ENABLE_TENANT_VLANS", "TENANT_VLAN_RANGE", "ML2_VLAN_RANGES",
-    "NEUTRON_CREATE_INITIAL_NETWORKS", "NEUTRON_PORT_SECURITY", "LIBVIRT_TYPE", "VIRT_DRIVER", "IMAGE_URLS",
-    "DOWNLOAD_DEFAULT_IMAGES", "DEFAULT_IMAGE_NAME", "INSTANCES_PATH", "REGION_NAME", "SWIFT_HASH", "SWIFT_REPLICAS",
-    "STACK_USER", "USE_SCREEN", "USE_SYSTEMD", "PIP_USE_MIRRORS", "USE_GET_PIP", "MULTI_HOST", "DATABASE_TYPE",
-    "DATABASE_USER", "MYSQL_PASSWORD", "API_WORKERS", "SERVICE_TIMEOUT", "ERROR_ON_CLONE", "INSTALL_TEMPEST",
-    "FORCE", "GLOBAL_VENV", "USE_VENV", "VOLUME_BACKING_FILE_SIZE", "OVN_BRIDGE_MAPPINGS", "SCREEN_LOGDIR",
-    "ENABLE_VERBOSE_LOG_LEVEL", "NOVA_BRANCH", "NEUTRON_BRANCH", "GLANCE_BRANCH", "KEYSTONE_BRANCH", "CINDER_BRANCH",
-    "HORIZON_BRANCH", "REQUIREMENTS_BRANCH", "TEMPEST_BRANCH", "NEUTRON_REPO", "NOVA_REPO", "KEYSTONE_SERVICE_HOST",
-    "SERVICE_PROTOCOL", "PUBLIC_NETWORK_GATEWAY", "Q_ML2_PLUGIN", "NOVA_VNC_ENABLED", "USE_PYTHON3",
+    "ADMIN_PASSWORD",
+    "DATABASE_PASSWORD",
+    "RABBIT_PASSWORD",
+    "SERVICE_PASSWORD",
+    "SERVICE_TOKEN",
+    "HOST_IP",
+    "HOST_IPV6",
+    "HOST_IP_IFACE",
+    "SERVICE_HOST",
+    "MYSQL_HOST",
+    "RABBIT_HOST",
+    "GLANCE_HOSTPORT",
+    "DEST",
+    "DATA_DIR",
+    "LOGFILE",
+    "LOGDIR",
+    "LOG_COLOR",
+    "LOGDAYS",
+    "VERBOSE",
+    "ENABLE_DEBUG_LOG_LEVEL",
+    "RECLONE",
+    "OFFLINE",
+    "GIT_BASE",
+    "GIT_DEPTH",
+    "PIP_UPGRADE",
+    "ENABLED_SERVICES",
+    "Q_PLUGIN",
+    "Q_AGENT",
+    "Q_ML2_PLUGIN_MECHANISM_DRIVERS",
+    "Q_ML2_TENANT_NETWORK_TYPE",
+    "Q_ML2_PLUGIN_TYPE_DRIVERS",
+    "Q_ML2_PLUGIN_EXT_DRIVERS",
+    "Q_USE_SECGROUP",
+    "Q_USE_PROVIDERNET_FOR_PUBLIC",
+    "Q_FLOATING_ALLOCATION_POOL",
+    "Q_L3_ENABLED",
+    "Q_DVR_MODE",
+    "Q_ROUTER_NAME",
+    "Q_USE_PUBLIC_VETH",
+    "Q_L3_ROUTER_PER_TENANT",
+    "Q_SERVICE_PLUGIN_CLASSES",
+    "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_VLAN_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_FLAT_TYPE_OPTIONS",
+    "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS",
+    "Q_USE_ROOTWRAP",
+    "Q_HOST",
+    "Q_META_DATA_IP",
+    "PUBLIC_INTERFACE",
+    "PUBLIC_BRIDGE",
+    "PUBLIC_NETWORK_NAME",
+    "PUBLIC_NETWORK_GATEWAY",
+    "PUBLIC_PHYSICAL_NETWORK",
+    "PUBLIC_SUBNET_NAME",
+    "PRIVATE_NETWORK_NAME",
+    "PRIVATE_SUBNET_NAME",
+    "OVS_PHYSICAL_BRIDGE",
+    "OVS_BRIDGE_MAPPINGS",
+    "OVS_BRIDGE",
+    "OVS_DATAPATH_TYPE",
+    "OVS_TUNNEL_BRIDGE",
+    "OVS_ENABLE_TUNNELING",
+    "PHYSICAL_NETWORK",
+    "PROVIDER_NETWORK_TYPE",
+    "PROVIDER_SUBNET_NAME",
+    "SEGMENTATION_ID",
+    "ALLOCATION_POOL",
+    "FLOATING_RANGE",
+    "FIXED_RANGE",
+    "FIXED_NETWORK_SIZE",
+    "NETWORK_GATEWAY",
+    "IPV4_ADDRS_SAFE_TO_USE",
+    "IPV6_ADDRS_SAFE_TO_USE",
+    "FIXED_RANGE_V6",
+    "IP_VERSION",
+    "IPV6_RA_MODE",
+    "IPV6_ADDRESS_MODE",
+    "IPV6_PUBLIC_RANGE",
+    "IPV6_PUBLIC_NETWORK_GATEWAY",
+    "IPV6_ROUTER_GW_IP",
+    "IPV6_PRIVATE_NETWORK_GATEWAY",
+    "TUNNEL_IP_VERSION",
+    "TUNNEL_ENDPOINT_IP",
+    "ENABLE_TENANT_TUNNELS",
+    "TENANT_TUNNEL_RANGES",
+    "ENABLE_TENANT_VLANS",
+    "TENANT_VLAN_RANGE",
+    "ML2_VLAN_RANGES",
+    "NEUTRON_CREATE_INITIAL_NETWORKS",
+    "NEUTRON_PORT_SECURITY",
+    "LIBVIRT_TYPE",
+    "VIRT_DRIVER",
+    "IMAGE_URLS",
+    "DOWNLOAD_DEFAULT_IMAGES",
+    "DEFAULT_IMAGE_NAME",
+    "INSTANCES_PATH",
+    "REGION_NAME",
+    "SWIFT_HASH",
+    "SWIFT_REPLICAS",
+    "STACK_USER",
+    "USE_SCREEN",
+    "USE_SYSTEMD",
+    "PIP_USE_MIRRORS",
+    "USE_GET_PIP",
+    "MULTI_HOST",
+    "DATABASE_TYPE",
+    "DATABASE_USER",
+    "MYSQL_PASSWORD",
+    "API_WORKERS",
+    "SERVICE_TIMEOUT",
+    "ERROR_ON_CLONE",
+    "INSTALL_TEMPEST",
+    "FORCE",
+    "GLOBAL_VENV",
+    "USE_VENV",
+    "VOLUME_BACKING_FILE_SIZE",
+    "OVN_BRIDGE_MAPPINGS",
+    "SCREEN_LOGDIR",
+    "ENABLE_VERBOSE_LOG_LEVEL",
+    "NOVA_BRANCH",
+    "NEUTRON_BRANCH",
+    "GLANCE_BRANCH",
+    "KEYSTONE_BRANCH",
+    "CINDER_BRANCH",
+    "HORIZON_BRANCH",
+    "REQUIREMENTS_BRANCH",
+    "TEMPEST_BRANCH",
+    "NEUTRON_REPO",
+    "NOVA_REPO",
+    "KEYSTONE_SERVICE_HOST",
+    "SERVICE_PROTOCOL",
+    "PUBLIC_NETWORK_GATEWAY",
+    "Q_ML2_PLUGIN",
+    "NOVA_VNC_ENABLED",
+    "USE_PYTHON3",
 ];
 
 /// Services that mean OVN is still on.
@@ -85,7 +196,13 @@ pub fn lint(conf: &LocalConf, world: &World) -> Vec<Diagnostic> {
         l.host_ip();
         l.spelling();
     } else if !conf.headers.iter().any(|h| h.group == "local" && h.file.trim_end_matches('\r') == "localrc") {
-        l.push("no-localrc", Severity::Error, 1, "no [[local|localrc]] section: DevStack runs with every default, which does not match this world".into(), "start the file with [[local|localrc]] and the settings of `harness render`'s local.conf".into());
+        l.push(
+            "no-localrc",
+            Severity::Error,
+            1,
+            "no [[local|localrc]] section: DevStack runs with every default, which does not match this world".into(),
+            "start the file with [[local|localrc]] and the settings of `harness render`'s local.conf".into(),
+        );
     }
     l.out.sort_by_key(|d| (d.line, d.rule));
     l.out
@@ -121,11 +238,23 @@ impl Linter<'_> {
         for h in &headers {
             if let Some(tail) = &h.dropped_tail {
                 if !tail.starts_with('#') {
-                    self.push("header-space", Severity::Error, h.line, format!("DevStack reads only up to the first blank of a header: the file is {:?} and {tail:?} is dropped", h.file), "remove the blank from the path (DevStack cannot write to a path with a space)".into());
+                    self.push(
+                        "header-space",
+                        Severity::Error,
+                        h.line,
+                        format!("DevStack reads only up to the first blank of a header: the file is {:?} and {tail:?} is dropped", h.file),
+                        "remove the blank from the path (DevStack cannot write to a path with a space)".into(),
+                    );
                 }
             }
             if h.file.is_empty() {
-                self.push("header-empty-file", Severity::Warning, h.line, "this header names no file (nothing after '|' before the first blank): DevStack ignores it and its body".into(), "write the header as [[group|file]]".into());
+                self.push(
+                    "header-empty-file",
+                    Severity::Warning,
+                    h.line,
+                    "this header names no file (nothing after '|' before the first blank): DevStack ignores it and its body".into(),
+                    "write the header as [[group|file]]".into(),
+                );
             }
         }
         let files = self.conf.files.clone();
@@ -139,14 +268,35 @@ impl Linter<'_> {
                 let body = line.trim_end_matches('\r');
                 if body.is_empty() || body.starts_with(' ') || body.starts_with('\t') || body.trim_start().starts_with('#') {
                     if (body.starts_with(' ') || body.starts_with('\t')) && body.contains('=') && !body.trim_start().starts_with('#') {
-                        self.push("indented-option", Severity::Warning, no, format!("indented line {:?}: DevStack skips lines that start with a blank, so this option is not set", body.trim()), "remove the leading blanks".into());
+                        self.push(
+                            "indented-option",
+                            Severity::Warning,
+                            no,
+                            format!(
+                                "indented line {:?}: DevStack skips lines that start with a blank, so this option is not set",
+                                body.trim()
+                            ),
+                            "remove the leading blanks".into(),
+                        );
                     }
                     continue;
                 }
                 if !body.contains('=') {
-                    self.push("key-without-equals", Severity::Error, no, format!("{body:?} has no '=': DevStack takes the whole line as the value of an empty key and drops it"), "write it as key = value".into());
+                    self.push(
+                        "key-without-equals",
+                        Severity::Error,
+                        no,
+                        format!("{body:?} has no '=': DevStack takes the whole line as the value of an empty key and drops it"),
+                        "write it as key = value".into(),
+                    );
                 } else if !in_section {
-                    self.push("option-outside-section", Severity::Warning, no, format!("{body:?} comes before any [section]: DevStack drops it"), "put a [DEFAULT] (or the right section) header above it".into());
+                    self.push(
+                        "option-outside-section",
+                        Severity::Warning,
+                        no,
+                        format!("{body:?} comes before any [section]: DevStack drops it"),
+                        "put a [DEFAULT] (or the right section) header above it".into(),
+                    );
                 }
             }
         }
@@ -155,7 +305,17 @@ impl Linter<'_> {
             let looks_like_var = c.name.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_');
             if looks_like_var {
                 let what = if c.args.first().is_some_and(|a| a.starts_with('=')) { "spaces around '='" } else { "no '='" };
-                self.push("key-without-equals", Severity::Error, c.line, format!("`{}` has {what}: bash runs it as a command named {} and the variable stays unset", self.conf.source_lines[c.line - 1].trim(), c.name), format!("write it as {}=value with no spaces", c.name));
+                self.push(
+                    "key-without-equals",
+                    Severity::Error,
+                    c.line,
+                    format!(
+                        "`{}` has {what}: bash runs it as a command named {} and the variable stays unset",
+                        self.conf.source_lines[c.line - 1].trim(),
+                        c.name
+                    ),
+                    format!("write it as {}=value with no spaces", c.name),
+                );
             }
         }
     }
@@ -166,7 +326,13 @@ impl Linter<'_> {
             Ok(n) => Some(n),
             Err(_) => {
                 let line = self.line_of(name);
-                self.push("malformed-address", Severity::Error, line, format!("{name} is {v:?}, which is not a CIDR"), format!("write it as a network such as {}", self.world.floating_range));
+                self.push(
+                    "malformed-address",
+                    Severity::Error,
+                    line,
+                    format!("{name} is {v:?}, which is not a CIDR"),
+                    format!("write it as a network such as {}", self.world.floating_range),
+                );
                 None
             }
         }
@@ -178,7 +344,13 @@ impl Linter<'_> {
             Ok(a) => Some(a),
             Err(_) => {
                 let line = self.line_of(name);
-                self.push("malformed-address", Severity::Error, line, format!("{name} is {v:?}, which is not an IPv4 address"), "write a dotted-quad address such as 192.0.2.1".into());
+                self.push(
+                    "malformed-address",
+                    Severity::Error,
+                    line,
+                    format!("{name} is {v:?}, which is not an IPv4 address"),
+                    "write a dotted-quad address such as 192.0.2.1".into(),
+                );
                 None
             }
         }
@@ -199,34 +371,80 @@ impl Linter<'_> {
         if let Some(f) = floating {
             if f.trunc() != provider {
                 let line = self.line_of("FLOATING_RANGE");
-                self.push("floating-range", Severity::Error, line, format!("{}, but the provider bridge {} is on {provider}: floating IPs would not be reachable on it", self.describe("FLOATING_RANGE"), w.provider_bridge), format!("set FLOATING_RANGE={provider}"));
+                self.push(
+                    "floating-range",
+                    Severity::Error,
+                    line,
+                    format!(
+                        "{}, but the provider bridge {} is on {provider}: floating IPs would not be reachable on it",
+                        self.describe("FLOATING_RANGE"),
+                        w.provider_bridge
+                    ),
+                    format!("set FLOATING_RANGE={provider}"),
+                );
             }
         }
         if let Some(g) = gateway {
             if g != w.provider_address.addr() {
                 let line = self.line_of("PUBLIC_NETWORK_GATEWAY");
-                self.push("public-gateway", Severity::Error, line, format!("{}, but the provider bridge {} has {}: the router's default route would point at nothing", self.describe("PUBLIC_NETWORK_GATEWAY"), w.provider_bridge, w.provider_address.addr()), format!("set PUBLIC_NETWORK_GATEWAY={}", w.provider_address.addr()));
+                self.push(
+                    "public-gateway",
+                    Severity::Error,
+                    line,
+                    format!(
+                        "{}, but the provider bridge {} has {}: the router's default route would point at nothing",
+                        self.describe("PUBLIC_NETWORK_GATEWAY"),
+                        w.provider_bridge,
+                        w.provider_address.addr()
+                    ),
+                    format!("set PUBLIC_NETWORK_GATEWAY={}", w.provider_address.addr()),
+                );
             }
         }
         self.pool(floating, gateway);
         if let Some(x) = fixed {
-            let checks = [("floating range", floating.map(|f| f.trunc())), ("guest's private subnet", Some(w.guest_address.trunc())), ("provider subnet", Some(provider))];
+            let checks = [
+                ("floating range", floating.map(|f| f.trunc())),
+                ("guest's private subnet", Some(w.guest_address.trunc())),
+                ("provider subnet", Some(provider)),
+            ];
             for (what, net) in checks {
                 if let Some(n) = net {
                     if x.contains(&n.network()) || n.contains(&x.network()) {
                         let line = self.line_of("FIXED_RANGE");
-                        self.push("fixed-range", Severity::Error, line, format!("{} overlaps the {what} {n}: the router cannot tell tenant traffic from it", self.describe("FIXED_RANGE")), format!("set FIXED_RANGE={}", w.fixed_range));
+                        self.push(
+                            "fixed-range",
+                            Severity::Error,
+                            line,
+                            format!(
+                                "{} overlaps the {what} {n}: the router cannot tell tenant traffic from it",
+                                self.describe("FIXED_RANGE")
+                            ),
+                            format!("set FIXED_RANGE={}", w.fixed_range),
+                        );
                     }
                 }
             }
             if x.contains(&w.public_ip) {
                 let line = self.line_of("FIXED_RANGE");
-                self.push("fixed-range", Severity::Error, line, format!("{} holds the public IP {}", self.describe("FIXED_RANGE"), w.public_ip), format!("set FIXED_RANGE={}", w.fixed_range));
+                self.push(
+                    "fixed-range",
+                    Severity::Error,
+                    line,
+                    format!("{} holds the public IP {}", self.describe("FIXED_RANGE"), w.public_ip),
+                    format!("set FIXED_RANGE={}", w.fixed_range),
+                );
             }
         }
         if self.eff.get("IP_VERSION") != Some("4") {
             let line = self.line_of("IP_VERSION");
-            self.push("ip-version", Severity::Warning, line, format!("{}: DevStack will also build IPv6 subnets this world has no route for", self.describe("IP_VERSION")), "set IP_VERSION=4".into());
+            self.push(
+                "ip-version",
+                Severity::Warning,
+                line,
+                format!("{}: DevStack will also build IPv6 subnets this world has no route for", self.describe("IP_VERSION")),
+                "set IP_VERSION=4".into(),
+            );
         }
     }
 
@@ -246,23 +464,47 @@ impl Linter<'_> {
             }
         }
         let (Some(s), Some(e)) = (start, end) else {
-            self.push("malformed-address", Severity::Error, line, format!("Q_FLOATING_ALLOCATION_POOL is {raw:?}; expected start=ADDRESS,end=ADDRESS"), format!("set Q_FLOATING_ALLOCATION_POOL=start={},end={}", self.world.pool_start, self.world.pool_end));
+            self.push(
+                "malformed-address",
+                Severity::Error,
+                line,
+                format!("Q_FLOATING_ALLOCATION_POOL is {raw:?}; expected start=ADDRESS,end=ADDRESS"),
+                format!("set Q_FLOATING_ALLOCATION_POOL=start={},end={}", self.world.pool_start, self.world.pool_end),
+            );
             return;
         };
         let hint = format!("set Q_FLOATING_ALLOCATION_POOL=start={},end={}", self.world.pool_start, self.world.pool_end);
         if s > e {
-            self.push("allocation-pool", Severity::Error, line, format!("the allocation pool {s}-{e} is empty: its start is after its end"), hint.clone());
+            self.push(
+                "allocation-pool",
+                Severity::Error,
+                line,
+                format!("the allocation pool {s}-{e} is empty: its start is after its end"),
+                hint.clone(),
+            );
         }
         if let Some(f) = floating {
             for a in [s, e] {
                 if !f.contains(&a) {
-                    self.push("allocation-pool", Severity::Error, line, format!("the allocation pool address {a} lies outside FLOATING_RANGE {f}"), hint.clone());
+                    self.push(
+                        "allocation-pool",
+                        Severity::Error,
+                        line,
+                        format!("the allocation pool address {a} lies outside FLOATING_RANGE {f}"),
+                        hint.clone(),
+                    );
                 }
             }
         }
         if let Some(g) = gateway {
             if (s..=e).contains(&g) {
-                self.push("allocation-pool", Severity::Error, line, format!("the allocation pool {s}-{e} holds the gateway {g}: Neutron refuses the subnet"), hint);
+                self.push(
+                    "allocation-pool",
+                    Severity::Error,
+                    line,
+                    format!("the allocation pool {s}-{e} holds the gateway {g}: Neutron refuses the subnet"),
+                    hint,
+                );
             }
         }
     }
@@ -274,10 +516,25 @@ impl Linter<'_> {
         let physnet = self.eff.get("PUBLIC_PHYSICAL_NETWORK").unwrap_or("").to_owned();
         if phys.is_empty() {
             let line = self.line_of("OVS_PHYSICAL_BRIDGE");
-            self.push("bridge-mappings", Severity::Error, line, "OVS_PHYSICAL_BRIDGE is unset: DevStack neither adds PUBLIC_INTERFACE to an OVS bridge nor moves its address".into(), format!("set OVS_PHYSICAL_BRIDGE={}", w.ovs_bridge));
+            self.push(
+                "bridge-mappings",
+                Severity::Error,
+                line,
+                "OVS_PHYSICAL_BRIDGE is unset: DevStack neither adds PUBLIC_INTERFACE to an OVS bridge nor moves its address".into(),
+                format!("set OVS_PHYSICAL_BRIDGE={}", w.ovs_bridge),
+            );
         } else if phys != public {
             let line = self.line_of("PUBLIC_BRIDGE").max(self.line_of("OVS_PHYSICAL_BRIDGE"));
-            self.push("bridge-mappings", Severity::Error, line, format!("OVS_PHYSICAL_BRIDGE is {phys:?} but {}: the L3 agent's external bridge and the bridge holding the uplink differ", self.describe("PUBLIC_BRIDGE")), format!("set both to {}", w.ovs_bridge));
+            self.push(
+                "bridge-mappings",
+                Severity::Error,
+                line,
+                format!(
+                    "OVS_PHYSICAL_BRIDGE is {phys:?} but {}: the L3 agent's external bridge and the bridge holding the uplink differ",
+                    self.describe("PUBLIC_BRIDGE")
+                ),
+                format!("set both to {}", w.ovs_bridge),
+            );
         }
         let mappings = self.eff.get("OVS_BRIDGE_MAPPINGS").unwrap_or("").to_owned();
         let line = self.line_of("OVS_BRIDGE_MAPPINGS");
@@ -292,9 +549,28 @@ impl Linter<'_> {
             Some(pi) => {
                 let pi = pi.to_owned();
                 let line = self.line_of("PUBLIC_INTERFACE");
-                self.push("public-interface", Severity::Error, line, format!("PUBLIC_INTERFACE is {pi:?}, not the provider bridge {:?}: DevStack would move {pi}'s address to {phys} instead", w.provider_bridge), format!("set PUBLIC_INTERFACE={}", w.provider_bridge));
+                self.push(
+                    "public-interface",
+                    Severity::Error,
+                    line,
+                    format!(
+                        "PUBLIC_INTERFACE is {pi:?}, not the provider bridge {:?}: DevStack would move {pi}'s address to {phys} instead",
+                        w.provider_bridge
+                    ),
+                    format!("set PUBLIC_INTERFACE={}", w.provider_bridge),
+                );
             }
-            None => self.push("public-interface", Severity::Error, self.default_line, format!("PUBLIC_INTERFACE is unset: DevStack leaves the provider bridge {} out of {}, so floating IPs never reach it", w.provider_bridge, if phys.is_empty() { &w.ovs_bridge } else { &phys }), format!("set PUBLIC_INTERFACE={}", w.provider_bridge)),
+            None => self.push(
+                "public-interface",
+                Severity::Error,
+                self.default_line,
+                format!(
+                    "PUBLIC_INTERFACE is unset: DevStack leaves the provider bridge {} out of {}, so floating IPs never reach it",
+                    w.provider_bridge,
+                    if phys.is_empty() { &w.ovs_bridge } else { &phys }
+                ),
+                format!("set PUBLIC_INTERFACE={}", w.provider_bridge),
+            ),
         }
     }
 
@@ -302,29 +578,62 @@ impl Linter<'_> {
         let agent = self.eff.get("Q_AGENT").unwrap_or("").to_owned();
         let line = self.line_of("Q_AGENT");
         if agent != "openvswitch" {
-            self.push("agent", Severity::Error, line, format!("{}: this world is ML2/OVS with the q-agt, q-l3 and q-dhcp agents", self.describe("Q_AGENT")), "set Q_AGENT=openvswitch".into());
+            self.push(
+                "agent",
+                Severity::Error,
+                line,
+                format!("{}: this world is ML2/OVS with the q-agt, q-l3 and q-dhcp agents", self.describe("Q_AGENT")),
+                "set Q_AGENT=openvswitch".into(),
+            );
             return;
         }
         let mech = self.eff.get("Q_ML2_PLUGIN_MECHANISM_DRIVERS").unwrap_or("").to_owned();
         if !mech.split(',').any(|m| m == "openvswitch") {
             let l = self.line_of("Q_ML2_PLUGIN_MECHANISM_DRIVERS");
-            self.push("mechanism-driver", Severity::Error, l, format!("{} with Q_AGENT=openvswitch: neutron-server will not bind ports for the OVS agent", self.describe("Q_ML2_PLUGIN_MECHANISM_DRIVERS")), "set Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch".into());
+            self.push(
+                "mechanism-driver",
+                Severity::Error,
+                l,
+                format!(
+                    "{} with Q_AGENT=openvswitch: neutron-server will not bind ports for the OVS agent",
+                    self.describe("Q_ML2_PLUGIN_MECHANISM_DRIVERS")
+                ),
+                "set Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch".into(),
+            );
         }
         let net_type = self.eff.get("Q_ML2_TENANT_NETWORK_TYPE").unwrap_or("").to_owned();
         if !["vxlan", "gre", "vlan", "flat", "local"].contains(&net_type.as_str()) {
             let l = self.line_of("Q_ML2_TENANT_NETWORK_TYPE");
-            self.push("tenant-network-type", Severity::Error, l, format!("{}, which the Open vSwitch agent cannot serve", self.describe("Q_ML2_TENANT_NETWORK_TYPE")), format!("set Q_ML2_TENANT_NETWORK_TYPE={}", self.world.tenant_network_type));
+            self.push(
+                "tenant-network-type",
+                Severity::Error,
+                l,
+                format!("{}, which the Open vSwitch agent cannot serve", self.describe("Q_ML2_TENANT_NETWORK_TYPE")),
+                format!("set Q_ML2_TENANT_NETWORK_TYPE={}", self.world.tenant_network_type),
+            );
         }
         for (old, new, why) in OVS_AGENTS {
             if !self.eff.service_enabled(old) && !self.eff.service_enabled(new) {
                 let l = self.eff.disabled_line(old).or(self.eff.disabled_line(new)).unwrap_or(self.default_line);
-                self.push("services", Severity::Error, l, format!("{old} is not enabled with Q_AGENT=openvswitch: {why}"), format!("add `enable_service {old}`"));
+                self.push(
+                    "services",
+                    Severity::Error,
+                    l,
+                    format!("{old} is not enabled with Q_AGENT=openvswitch: {why}"),
+                    format!("add `enable_service {old}`"),
+                );
             }
         }
         for s in OVN_SERVICES {
             if self.eff.service_enabled(s) {
                 let l = self.eff.service_line(s).unwrap_or(self.default_line);
-                self.push("services", Severity::Error, l, format!("OVN service {s} is still enabled with Q_AGENT=openvswitch (stackrc enables it by default)"), format!("add `disable_service {s}`"));
+                self.push(
+                    "services",
+                    Severity::Error,
+                    l,
+                    format!("OVN service {s} is still enabled with Q_AGENT=openvswitch (stackrc enables it by default)"),
+                    format!("add `disable_service {s}`"),
+                );
             }
         }
     }
@@ -354,7 +663,13 @@ impl Linter<'_> {
             let best = KNOWN_VARS.iter().map(|k| (strsim::damerau_levenshtein(&name, k), *k)).min();
             if let Some((dist, known)) = best {
                 if dist > 0 && dist <= 2.max(name.len() / 8) {
-                    self.push("unknown-variable", Severity::Warning, line, format!("DevStack does not read {name}; did you mean {known}?"), format!("rename it to {known}"));
+                    self.push(
+                        "unknown-variable",
+                        Severity::Warning,
+                        line,
+                        format!("DevStack does not read {name}; did you mean {known}?"),
+                        format!("rename it to {known}"),
+                    );
                 }
             }
         }

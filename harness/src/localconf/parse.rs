@@ -141,14 +141,7 @@ pub fn parse(text: &str) -> LocalConf {
             } else if let Some(idx) = files.iter().position(|f| f.group == group && f.file == file) {
                 Some(idx)
             } else {
-                files.push(MetaFile {
-                    group,
-                    file,
-                    line: lineno,
-                    lines: Vec::new(),
-                    options: Vec::new(),
-                    line_numbers: Vec::new(),
-                });
+                files.push(MetaFile { group, file, line: lineno, lines: Vec::new(), options: Vec::new(), line_numbers: Vec::new() });
                 Some(files.len() - 1)
             };
             continue;
@@ -205,12 +198,7 @@ fn ini_options(lines: &[String], numbers: &[usize]) -> Vec<IniOption> {
         }
         match options.iter_mut().find(|o| o.section == section && o.key == key) {
             Some(o) => o.values.push(value.to_owned()),
-            None => options.push(IniOption {
-                section: section.clone(),
-                key: key.to_owned(),
-                values: vec![value.to_owned()],
-                line: lineno,
-            }),
+            None => options.push(IniOption { section: section.clone(), key: key.to_owned(), values: vec![value.to_owned()], line: lineno }),
         }
     }
     options

@@ -301,13 +301,22 @@ impl Validator {
         let internet_client = self.addr(&["internet", "client"], &i.client);
         let internet_responder = self.addr(&["internet", "responder"], &i.responder);
         if !["vxlan", "gre", "vlan", "flat", "local"].contains(&t.network_type.as_str()) {
-            self.fail(p(&["tenant", "network_type"]), format!("expected one of vxlan, gre, vlan, flat, local (what the openvswitch agent serves), found {:?}", t.network_type));
+            self.fail(
+                p(&["tenant", "network_type"]),
+                format!("expected one of vxlan, gre, vlan, flat, local (what the openvswitch agent serves), found {:?}", t.network_type),
+            );
         }
         if !(576..=9000).contains(&t.mtu) {
             self.fail(p(&["tenant", "mtu"]), format!("expected an MTU between 576 and 9000, found {}", t.mtu));
         }
         if pr.bridge == pr.ovs_bridge {
-            self.fail(p(&["provider", "ovs_bridge"]), format!("expected the OVS bridge to differ from the Linux bridge {:?}: DevStack adds the Linux bridge to it as a port", pr.bridge));
+            self.fail(
+                p(&["provider", "ovs_bridge"]),
+                format!(
+                    "expected the OVS bridge to differ from the Linux bridge {:?}: DevStack adds the Linux bridge to it as a port",
+                    pr.bridge
+                ),
+            );
         }
 
         let w = World {
@@ -341,50 +350,103 @@ impl Validator {
         let provider_subnet = w.provider_address.trunc();
         let private_subnet = w.guest_address.trunc();
         if w.floating_range != provider_subnet {
-            self.fail(p(&["provider", "floating_range"]), format!("expected the floating range to be the provider bridge's subnet {provider_subnet}, found {}", w.floating_range));
+            self.fail(
+                p(&["provider", "floating_range"]),
+                format!("expected the floating range to be the provider bridge's subnet {provider_subnet}, found {}", w.floating_range),
+            );
         }
         if w.public_gateway != w.provider_address.addr() {
-            self.fail(p(&["provider", "gateway"]), format!("expected the public gateway to be the provider bridge's address {}, found {}", w.provider_address.addr(), w.public_gateway));
+            self.fail(
+                p(&["provider", "gateway"]),
+                format!(
+                    "expected the public gateway to be the provider bridge's address {}, found {}",
+                    w.provider_address.addr(),
+                    w.public_gateway
+                ),
+            );
         }
         for (key, a) in [("pool_start", w.pool_start), ("pool_end", w.pool_end)] {
             if !w.floating_range.contains(&a) || a == w.floating_range.network() || a == w.floating_range.broadcast() {
-                self.fail(p(&["provider", key]), format!("expected an address inside the floating range {} (not its network or broadcast address), found {a}", w.floating_range));
+                self.fail(
+                    p(&["provider", key]),
+                    format!(
+                        "expected an address inside the floating range {} (not its network or broadcast address), found {a}",
+                        w.floating_range
+                    ),
+                );
             }
         }
         if w.pool_start > w.pool_end {
-            self.fail(p(&["provider", "pool_end"]), format!("expected the pool end to be at or after its start {}, found {}", w.pool_start, w.pool_end));
+            self.fail(
+                p(&["provider", "pool_end"]),
+                format!("expected the pool end to be at or after its start {}, found {}", w.pool_start, w.pool_end),
+            );
         }
         if (w.pool_start..=w.pool_end).contains(&w.public_gateway) {
-            self.fail(p(&["provider", "pool_start"]), format!("expected the allocation pool {}-{} to leave out the gateway {}", w.pool_start, w.pool_end, w.public_gateway));
+            self.fail(
+                p(&["provider", "pool_start"]),
+                format!("expected the allocation pool {}-{} to leave out the gateway {}", w.pool_start, w.pool_end, w.public_gateway),
+            );
         }
         if !private_subnet.contains(&w.guest_gateway) || w.guest_gateway == w.guest_address.addr() {
-            self.fail(p(&["guest", "gateway"]), format!("expected a gateway inside the guest's subnet {private_subnet} other than the guest's own address, found {}", w.guest_gateway));
+            self.fail(
+                p(&["guest", "gateway"]),
+                format!(
+                    "expected a gateway inside the guest's subnet {private_subnet} other than the guest's own address, found {}",
+                    w.guest_gateway
+                ),
+            );
         }
         for (name, net) in [("provider", provider_subnet), ("guest private", private_subnet)] {
             if overlaps(w.fixed_range, net) {
-                self.fail(p(&["tenant", "fixed_range"]), format!("expected the fixed range to be disjoint from the {name} subnet {net}, found {} overlapping it", w.fixed_range));
+                self.fail(
+                    p(&["tenant", "fixed_range"]),
+                    format!("expected the fixed range to be disjoint from the {name} subnet {net}, found {} overlapping it", w.fixed_range),
+                );
             }
         }
         if overlaps(provider_subnet, private_subnet) {
-            self.fail(p(&["provider", "address"]), format!("expected the provider subnet to be disjoint from the guest's private subnet {private_subnet}, found {provider_subnet}"));
+            self.fail(
+                p(&["provider", "address"]),
+                format!(
+                    "expected the provider subnet to be disjoint from the guest's private subnet {private_subnet}, found {provider_subnet}"
+                ),
+            );
         }
         if !w.fixed_range.contains(&w.fixed_gateway) || w.fixed_gateway == w.fixed_range.network() {
-            self.fail(p(&["tenant", "gateway"]), format!("expected a gateway inside the fixed range {}, found {}", w.fixed_range, w.fixed_gateway));
+            self.fail(
+                p(&["tenant", "gateway"]),
+                format!("expected a gateway inside the fixed range {}, found {}", w.fixed_range, w.fixed_gateway),
+            );
         }
-        for (name, net) in [("provider", provider_subnet), ("guest private", private_subnet), ("fixed", w.fixed_range), ("internet", w.internet_edge.trunc())] {
+        for (name, net) in [
+            ("provider", provider_subnet),
+            ("guest private", private_subnet),
+            ("fixed", w.fixed_range),
+            ("internet", w.internet_edge.trunc()),
+        ] {
             if net.contains(&w.public_ip) {
-                self.fail(p(&["guest", "public_ip"]), format!("expected the public IP to lie outside the {name} subnet {net}, found {}", w.public_ip));
+                self.fail(
+                    p(&["guest", "public_ip"]),
+                    format!("expected the public IP to lie outside the {name} subnet {net}, found {}", w.public_ip),
+                );
             }
         }
         let inet = w.internet_edge.trunc();
         for (name, net) in [("provider", provider_subnet), ("guest private", private_subnet), ("fixed", w.fixed_range)] {
             if overlaps(inet, net) {
-                self.fail(p(&["internet", "edge"]), format!("expected the internet subnet to be disjoint from the {name} subnet {net}, found {inet}"));
+                self.fail(
+                    p(&["internet", "edge"]),
+                    format!("expected the internet subnet to be disjoint from the {name} subnet {net}, found {inet}"),
+                );
             }
         }
         for (key, a) in [("client", w.internet_client), ("responder", w.internet_responder)] {
             if !inet.contains(&a) || a == w.internet_edge.addr() {
-                self.fail(p(&["internet", key]), format!("expected an address in the internet subnet {inet} other than the edge {}, found {a}", w.internet_edge.addr()));
+                self.fail(
+                    p(&["internet", key]),
+                    format!("expected an address in the internet subnet {inet} other than the edge {}, found {a}", w.internet_edge.addr()),
+                );
             }
         }
         if w.internet_client == w.internet_responder {
@@ -477,7 +539,10 @@ impl Validator {
             }
         }
         if f.devstack.local_conf.is_some() && (!f.devstack.values.is_empty() || !f.devstack.extra.is_empty()) {
-            self.fail(p(&["devstack", "local_conf"]), "expected either `local_conf` (your own file, used as is) or `values`/`extra` (added to the template), not both");
+            self.fail(
+                p(&["devstack", "local_conf"]),
+                "expected either `local_conf` (your own file, used as is) or `values`/`extra` (added to the template), not both",
+            );
         }
         if f.vm.memory_mib < 256 {
             self.fail(p(&["vm", "memory_mib"]), format!("expected at least 256 MiB, found {}", f.vm.memory_mib));
@@ -502,7 +567,10 @@ impl Validator {
         let checks: Vec<Check> = f.checks.iter().enumerate().filter_map(|(i, c)| self.check(i, c)).collect();
         for (i, c) in checks.iter().enumerate() {
             if checks[..i].iter().any(|o| o.name == c.name) {
-                self.fail(vec![PathSeg::key("check"), PathSeg::Index(i)], format!("expected check names to be unique, found {:?} twice", c.name));
+                self.fail(
+                    vec![PathSeg::key("check"), PathSeg::Index(i)],
+                    format!("expected check names to be unique, found {:?} twice", c.name),
+                );
             }
         }
         let world = world?;

@@ -123,12 +123,7 @@ pub struct TenantSpec {
 
 impl Default for TenantSpec {
     fn default() -> Self {
-        TenantSpec {
-            fixed_range: "10.0.0.0/24".into(),
-            gateway: "10.0.0.1".into(),
-            network_type: "vxlan".into(),
-            mtu: 1450,
-        }
+        TenantSpec { fixed_range: "10.0.0.0/24".into(), gateway: "10.0.0.1".into(), network_type: "vxlan".into(), mtu: 1450 }
     }
 }
 

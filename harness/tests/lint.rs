@@ -1,0 +1,177 @@
+//! Each lint rule: a file that breaks it gets the rule at the right line, and the
+//! harness's own rendered local.conf (the good case) gets no diagnostic at all.
+
+use harness::keys::RunKeys;
+use harness::localconf::{self, Diagnostic, Severity};
+use harness::render::Renderer;
+use harness::scenario::{self, World};
+use std::path::Path;
+
+/// The local.conf the harness renders for the default world.
+fn good() -> String {
+    let plan = scenario::parse(Path::new("default.toml"), "").expect("default scenario");
+    let keys = RunKeys::from_seed(1).expect("keys");
+    Renderer::new(None).expect("templates").render(&plan, "lint-test", &keys).expect("render").local_conf
+}
+
+fn lint(text: &str) -> Vec<Diagnostic> {
+    localconf::lint(&localconf::parse(text), &World::default())
+}
+
+/// Replace the line starting with `prefix` (or append under the localrc header).
+fn with(prefix: &str, replacement: &str) -> String {
+    let base = good();
+    let mut found = false;
+    let mut out: Vec<String> = base
+        .lines()
+        .map(|l| {
+            if !found && l.starts_with(prefix) {
+                found = true;
+                replacement.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.insert(1, replacement.to_owned());
+    }
+    out.join("\n") + "\n"
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.starts_with(needle)).expect("needle present") + 1
+}
+
+fn has(diags: &[Diagnostic], rule: &str, line: usize) -> bool {
+    diags.iter().any(|d| d.rule == rule && d.line == line && d.severity == Severity::Error)
+}
+
+#[test]
+fn rendered_local_conf_is_clean() {
+    let diags = lint(&good());
+    assert!(diags.is_empty(), "{diags:#?}");
+}
+
+#[test]
+fn floating_range_and_gateway() {
+    let t = with("FLOATING_RANGE=", "FLOATING_RANGE=172.24.4.0/24");
+    assert!(has(&lint(&t), "floating-range", line_of(&t, "FLOATING_RANGE=")));
+    let t = with("PUBLIC_NETWORK_GATEWAY=", "PUBLIC_NETWORK_GATEWAY=192.168.100.254");
+    assert!(has(&lint(&t), "public-gateway", line_of(&t, "PUBLIC_NETWORK_GATEWAY=")));
+    // Removing the line falls back to DevStack's default 172.24.4.0/24.
+    let t = with("FLOATING_RANGE=", "# no floating range");
+    let d = lint(&t);
+    assert!(d.iter().any(|d| d.rule == "floating-range" && d.message.contains("DevStack's default")), "{d:#?}");
+}
+
+#[test]
+fn allocation_pool() {
+    for pool in
+        ["start=192.168.101.10,end=192.168.101.20", "start=192.168.100.200,end=192.168.100.100", "start=192.168.100.1,end=192.168.100.50"]
+    {
+        let t = with("Q_FLOATING_ALLOCATION_POOL=", &format!("Q_FLOATING_ALLOCATION_POOL={pool}"));
+        assert!(has(&lint(&t), "allocation-pool", line_of(&t, "Q_FLOATING_ALLOCATION_POOL=")), "{pool}");
+    }
+    let t = with("Q_FLOATING_ALLOCATION_POOL=", "Q_FLOATING_ALLOCATION_POOL=192.168.100.10-192.168.100.20");
+    assert!(has(&lint(&t), "malformed-address", line_of(&t, "Q_FLOATING_ALLOCATION_POOL=")));
+}
+
+#[test]
+fn bridges_disagreeing() {
+    let t = with("OVS_BRIDGE_MAPPINGS=", "OVS_BRIDGE_MAPPINGS=public:br-eth1");
+    assert!(has(&lint(&t), "bridge-mappings", line_of(&t, "OVS_BRIDGE_MAPPINGS=")));
+    let t = with("PUBLIC_BRIDGE=", "PUBLIC_BRIDGE=br-ext");
+    assert!(has(&lint(&t), "bridge-mappings", line_of(&t, "PUBLIC_BRIDGE=")));
+    let t = with("OVS_BRIDGE_MAPPINGS=", "OVS_BRIDGE_MAPPINGS=physnet1:br-ex");
+    assert!(has(&lint(&t), "bridge-mappings", line_of(&t, "OVS_BRIDGE_MAPPINGS=")));
+}
+
+#[test]
+fn public_interface() {
+    let t = with("PUBLIC_INTERFACE=", "PUBLIC_INTERFACE=eth0");
+    assert!(has(&lint(&t), "public-interface", line_of(&t, "PUBLIC_INTERFACE=")));
+}
+
+#[test]
+fn services_and_agent() {
+    let t = with("enable_service q-svc", "enable_service q-svc q-agt q-dhcp q-meta");
+    assert!(has(&lint(&t), "services", 1), "q-l3 missing must be reported");
+    let t = with("disable_service ovn-controller", "disable_service ovn-northd");
+    assert!(has(&lint(&t), "services", 1), "ovn-controller left on");
+    let t = good() + "[[local|localrc]]\ndisable_service q-dhcp\n";
+    let d = lint(&t);
+    assert!(has(&d, "services", line_of(&t, "disable_service q-dhcp")), "{d:#?}");
+    let t = with("Q_AGENT=", "Q_AGENT=ovn");
+    assert!(has(&lint(&t), "agent", line_of(&t, "Q_AGENT=")));
+    let t = with("Q_ML2_PLUGIN_MECHANISM_DRIVERS=", "Q_ML2_PLUGIN_MECHANISM_DRIVERS=ovn");
+    assert!(has(&lint(&t), "mechanism-driver", line_of(&t, "Q_ML2_PLUGIN_MECHANISM_DRIVERS=")));
+    // The neutron-* names count as the q-* ones.
+    let t = with("enable_service q-svc", "enable_service q-svc q-agt q-dhcp neutron-l3 q-meta");
+    assert!(!lint(&t).iter().any(|d| d.rule == "services"));
+}
+
+#[test]
+fn tenant_network_type() {
+    let t = with("Q_ML2_TENANT_NETWORK_TYPE=", "Q_ML2_TENANT_NETWORK_TYPE=geneve");
+    assert!(has(&lint(&t), "tenant-network-type", line_of(&t, "Q_ML2_TENANT_NETWORK_TYPE=")));
+}
+
+#[test]
+fn fixed_range_overlaps() {
+    for r in ["192.168.100.0/25", "192.168.0.0/16", "203.0.113.0/24", "10.0.0.0/8"] {
+        let t = with("FIXED_RANGE=", &format!("FIXED_RANGE={r}"));
+        let d = lint(&t);
+        let expect_error = r != "10.0.0.0/8";
+        assert_eq!(has(&d, "fixed-range", line_of(&t, "FIXED_RANGE=")), expect_error, "{r}: {d:#?}");
+    }
+}
+
+#[test]
+fn host_ip() {
+    let t = with("HOST_IP=", "HOST_IP=10.1.2.3");
+    assert!(has(&lint(&t), "host-ip", line_of(&t, "HOST_IP=")));
+    let t = with("HOST_IP=", "HOST_IP=192.168.0.10");
+    assert!(!lint(&t).iter().any(|d| d.rule == "host-ip"));
+}
+
+#[test]
+fn malformed_addresses() {
+    let t = with("FLOATING_RANGE=", "FLOATING_RANGE=192.168.100.0/33");
+    assert!(has(&lint(&t), "malformed-address", line_of(&t, "FLOATING_RANGE=")));
+    let t = with("PUBLIC_NETWORK_GATEWAY=", "PUBLIC_NETWORK_GATEWAY=192.168.100");
+    assert!(has(&lint(&t), "malformed-address", line_of(&t, "PUBLIC_NETWORK_GATEWAY=")));
+}
+
+#[test]
+fn variable_references_are_followed() {
+    let t = with("FLOATING_RANGE=", "PROVIDER=192.168.100\nFLOATING_RANGE=${PROVIDER}.0/24");
+    assert!(!lint(&t).iter().any(|d| d.rule == "floating-range"));
+    let t = with("FIXED_RANGE=", "FIXED_RANGE=${FIXED_RANGE:-192.168.100.0/24}");
+    assert!(lint(&t).iter().any(|d| d.rule == "fixed-range"));
+}
+
+#[test]
+fn did_you_mean() {
+    let t = with("FLOATING_RANGE=", "FLOATING_RANGE=192.168.100.0/24\nFLOATNG_RANGE=10.0.0.0/24");
+    let d = lint(&t);
+    let w = d.iter().find(|d| d.rule == "unknown-variable").expect("a did-you-mean warning");
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.message.contains("did you mean FLOATING_RANGE"), "{}", w.message);
+    assert_eq!(w.line, line_of(&t, "FLOATNG_RANGE"));
+    // A plugin's own variable far from any known name is left alone.
+    let t = with("FLOATING_RANGE=", "FLOATING_RANGE=192.168.100.0/24\nTACKER_MODE=standalone");
+    assert!(!lint(&t).iter().any(|d| d.rule == "unknown-variable"));
+}
+
+#[test]
+fn lines_devstack_mangles() {
+    let crlf = good().replace('\n', "\r\n");
+    assert!(has(&lint(&crlf), "crlf", 1));
+    let t = good() + "[[post-config|/etc/my file.conf]]\n[DEFAULT]\nx=1\n";
+    assert!(has(&lint(&t), "header-space", line_of(&t, "[[post-config|/etc/my")));
+    let t = good() + "[[post-config|$NOVA_CONF]]\n[DEFAULT]\ndebug\n";
+    assert!(has(&lint(&t), "key-without-equals", line_of(&t, "debug")));
+    let t = with("IP_VERSION=", "IP_VERSION = 4");
+    assert!(has(&lint(&t), "key-without-equals", line_of(&t, "IP_VERSION")));
+}
