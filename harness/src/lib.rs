@@ -6,7 +6,11 @@
 //! (DevStack's own reading of a local.conf, and a linter), [`keys`] (the SSH keys
 //! of a run).
 
+pub mod accel;
+pub mod image;
 pub mod keys;
+pub mod progress;
 pub mod localconf;
 pub mod render;
 pub mod scenario;
+pub mod seed;
