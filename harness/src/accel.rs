@@ -3,7 +3,7 @@
 //! guest under KVM with a deadline, and falls back to TCG when it does not
 //! print and exit as it should, saying so.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub enum AccelChoice {
     Tcg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -41,7 +41,7 @@ impl Accel {
 }
 
 /// The accelerator chosen, and why (one line, shown to the user).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccelDecision {
     pub accel: Accel,
     pub reason: String,
@@ -91,6 +91,27 @@ pub async fn probe(accel: Accel, kernel: &Path, deadline: Duration) -> Result<()
     }
 }
 
+/// The probe's verdict is kept until the machine reboots (keyed by the kernel
+/// image and the boot id): under a hanging KVM each probe costs its whole deadline.
+async fn probe_cached(kernel: &Path, deadline: Duration) -> Result<(), String> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let key = format!("{}|{}", boot_id.trim(), kernel.display());
+    let path = crate::image::cache_root().join("kvm-probe.json");
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok((k, verdict)) = serde_json::from_slice::<(String, Result<(), String>)>(&bytes) {
+            if k == key {
+                return verdict.map_err(|e| format!("{e}; probed earlier since this boot"));
+            }
+        }
+    }
+    let verdict = probe(Accel::Kvm, kernel, deadline).await;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(&path, serde_json::to_vec(&(key, &verdict)).unwrap_or_default());
+    }
+    verdict
+}
+
 fn kvm_device_usable() -> Result<(), String> {
     let path = Path::new("/dev/kvm");
     if !path.exists() {
@@ -114,7 +135,7 @@ pub async fn decide(choice: AccelChoice, kernel: Option<&Path>) -> Result<AccelD
         }
         AccelChoice::Auto => {
             let verdict = match (kvm_device_usable(), kernel) {
-                (Ok(()), Some(k)) => probe(Accel::Kvm, k, deadline).await.map(|()| "KVM: a probe kernel booted under it"),
+                (Ok(()), Some(k)) => probe_cached(k, deadline).await.map(|()| "KVM: a probe kernel booted under it"),
                 (Ok(()), None) => Ok("KVM: /dev/kvm opens (not probed: the image has no kernel beside it)"),
                 (Err(e), _) => Err(e),
             };

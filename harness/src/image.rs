@@ -204,9 +204,11 @@ pub fn load_recipe(dir: Option<&Path>, name: &str) -> Result<Recipe, ImageError>
         let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
         ImageError::BadRecipe { path: format!("{display}:{line}:{col}"), message: e.message().to_owned() }
     })?;
+    // The key covers what goes into the disk (the build section and the overlay),
+    // not how it is booted: changing a kernel argument must not rebuild the image.
     let mut h = Sha256::new();
     h.update(BUILDER_VERSION.as_bytes());
-    h.update(&bytes);
+    h.update(toml::to_string(&file.build).expect("serializable").as_bytes());
     if let BuildSpec::Debootstrap { overlay: Some(o), .. } = &file.build {
         for (rel, data) in overlay_files(dir, o) {
             h.update(rel.as_bytes());
@@ -234,10 +236,18 @@ impl Recipe {
     }
 }
 
-/// The cached image for a recipe, if it was built.
+/// The cached image for a recipe, if it was built, booted as the recipe says now.
 pub fn cached(recipe: &Recipe, root: &Path) -> Option<Image> {
     let meta = recipe.cache_dir(root).join("image.json");
-    serde_json::from_slice(&std::fs::read(meta).ok()?).ok()
+    let mut image: Image = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+    if recipe.file.boot.initrd && image.initrd.is_none() {
+        return None; // the boot now wants an initrd that this build did not keep
+    }
+    if !recipe.file.boot.initrd {
+        image.initrd = None;
+    }
+    image.boot = recipe.file.boot.clone();
+    Some(image)
 }
 
 /// Every image in the cache.
@@ -299,6 +309,10 @@ pub fn build(recipe: &Recipe, root: &Path, progress: &Progress) -> Result<Image,
     let _ = std::fs::remove_dir_all(&dest);
     let kept = work.keep();
     std::fs::rename(&kept, &dest).map_err(io(&dest))?;
+    // Older builds of the same recipe are of no further use.
+    for old in list(root).into_iter().filter(|i| i.name == image.name && i.hash != image.hash) {
+        let _ = std::fs::remove_dir_all(&old.dir);
+    }
     Ok(image)
 }
 
@@ -404,12 +418,13 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
         fix: "add a kernel package (linux-image-cloud-amd64) to the recipe's packages".into(),
     })?;
     std::fs::copy(&kernel, work.join("vmlinuz")).map_err(io(&kernel))?;
+    // Kept even when the boot does not use it, so that switching costs no rebuild.
     let initrd = match find("initrd.img-") {
-        Some(i) if recipe.file.boot.initrd => {
+        Some(i) => {
             std::fs::copy(&i, work.join("initrd.img")).map_err(io(&i))?;
             Some(())
         }
-        _ => None,
+        None => None,
     };
 
     progress.phase(&format!("image {}: making the ext4 disk ({disk_gib} GiB, sparse)", recipe.name));

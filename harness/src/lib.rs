@@ -7,10 +7,16 @@
 //! of a run).
 
 pub mod accel;
+pub mod bench;
+pub mod boot;
+pub mod doctor;
 pub mod image;
 pub mod keys;
 pub mod progress;
 pub mod localconf;
 pub mod render;
+pub mod run;
 pub mod scenario;
 pub mod seed;
+pub mod ssh;
+pub mod vm;

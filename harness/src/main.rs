@@ -1,10 +1,16 @@
 //! The `harness` command: a thin layer over the library. Exit codes: 0 all as
 //! expected, 1 a lint error (or, later, a failed check), 2 bad input.
 
-use clap::{Parser, Subcommand, ValueEnum};
-use harness::{keys::RunKeys, localconf, render::Renderer, scenario};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::accel::AccelChoice;
+use harness::boot::{self, BootOptions, TeardownGuard};
+use harness::progress::Progress;
+use harness::run::Run;
+use harness::vm::BackendChoice;
+use harness::{bench, doctor, image, keys::RunKeys, localconf, render::Renderer, scenario};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +48,93 @@ enum Command {
     Localconf {
         #[command(subcommand)]
         command: LocalconfCommand,
+    },
+    /// Boot a scenario's VM and wait until SSH works and cloud-init is done.
+    Up {
+        /// Scenario file (the default world when omitted).
+        scenario: Option<PathBuf>,
+        /// Leave the VM up and return (reach it with `harness ssh RUN`); without it,
+        /// the VM stays until Ctrl-C and is then torn down.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Open an interactive SSH session to a run's guest (the pinned host key, no TOFU).
+    Ssh { run: String },
+    /// Run a command in a run's guest; exits with its status.
+    Exec {
+        run: String,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Tear a run down: its VM, namespaces, taps and overlay.
+    Down { run: String },
+    /// List runs and whether their VM is up.
+    Ps,
+    /// Remove what killed runs left: processes, domains, namespaces, taps, overlays.
+    Gc {
+        #[arg(long, default_value = "qemu:///system")]
+        connect: String,
+    },
+    /// Check this machine: QEMU, KVM that works, libvirtd, privileges, debootstrap, disk.
+    Doctor {
+        #[arg(long, default_value = "qemu:///system")]
+        connect: String,
+    },
+    /// Build, list or remove cached images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Measure: boot N times and print min, median and max of each phase.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+struct VmArgs {
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// libvirt URI (VMs may run on another hypervisor host).
+    #[arg(long, default_value = "qemu:///system")]
+    connect: String,
+    /// Directory of image recipes (default: ./images, else the embedded recipes).
+    #[arg(long)]
+    images: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build an image (rebuilds even when cached).
+    Build {
+        #[arg(default_value = "debian-12")]
+        name: String,
+        #[arg(long)]
+        images: Option<PathBuf>,
+    },
+    /// List cached images.
+    List,
+    /// Remove every cached version of an image.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Boot the default image N times; phases are timed from the start of each boot.
+    Boot {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        vm: VmArgs,
     },
 }
 
@@ -82,8 +175,178 @@ fn main() -> ExitCode {
     }
 }
 
+fn infra(e: impl std::fmt::Display) -> Failure {
+    Failure { code: 3, message: e.to_string() }
+}
+
+fn boot_options(vm: &VmArgs, templates: Option<&Path>) -> BootOptions {
+    BootOptions {
+        backend: vm.backend,
+        accel: vm.accel,
+        connect: vm.connect.clone(),
+        images_dir: vm.images.clone(),
+        templates: templates.map(Into::into),
+    }
+}
+
+fn load_plan(path: Option<&Path>) -> Result<scenario::Plan, Failure> {
+    match path {
+        Some(p) => scenario::load(p).map_err(bad_input),
+        None => scenario::parse(Path::new("default.toml"), "").map_err(bad_input),
+    }
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn up(scenario_path: Option<&Path>, keep: bool, vm: &VmArgs, templates: Option<&Path>) -> Result<u8, Failure> {
+    let plan = load_plan(scenario_path)?;
+    let opts = boot_options(vm, templates);
+    let progress = Progress::new(false);
+    let mut run = Run::create(&plan.name).map_err(infra)?;
+    run.record.keep = keep;
+    run.save().map_err(infra)?;
+    let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
+    progress.phase(&format!("run {} ({}), directory {}", run.id, plan.name, run.dir.display()));
+    let rt = runtime();
+    rt.block_on(async {
+        let booted = tokio::select! {
+            r = boot::boot(&plan, &opts, &mut run, &progress) => r.map_err(infra)?,
+            _ = interrupted() => return Err(infra(boot::BootError::Interrupted)),
+        };
+        println!("run {} is up: {} backend, {} ({})", run.id, booted.backend, booted.accel.accel.as_str(), booted.accel.reason);
+        println!("  harness ssh {}", run.id);
+        println!("  harness exec {} -- uname -a", run.id);
+        println!("  harness down {}", run.id);
+        if keep {
+            guard.armed = false;
+            return Ok(0);
+        }
+        progress.phase("the VM stays up until Ctrl-C");
+        interrupted().await;
+        Ok(0)
+    })
+}
+
+fn ssh_interactive(id: &str) -> Result<u8, Failure> {
+    let run = Run::open(id).map_err(bad_input)?;
+    let port = run.record.ssh_port.ok_or_else(|| bad_input(format!("run {id} has no SSH port yet")))?;
+    let known = run.path("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{port} {}\n", run.record.host_public_key)).map_err(infra)?;
+    let status = std::process::Command::new("ssh")
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(run.path("id_ed25519"))
+        .args(["-p", &port.to_string()])
+        .arg(format!("{}@127.0.0.1", run.record.ssh_user))
+        .status()
+        .map_err(|e| infra(format!("cannot start ssh: {e} (apt-get install openssh-client)")))?;
+    Ok(u8::try_from(status.code().unwrap_or(255)).unwrap_or(255))
+}
+
+fn exec(id: &str, command: &[String], timeout: u64) -> Result<u8, Failure> {
+    let run = Run::open(id).map_err(bad_input)?;
+    let port = run.record.ssh_port.ok_or_else(|| bad_input(format!("run {id} has no SSH port yet")))?;
+    let target = harness::ssh::Target { port, user: run.record.ssh_user.clone(), private_key: run.path("id_ed25519"), host_public_key: run.record.host_public_key.clone() };
+    let cmd = command.join(" ");
+    runtime().block_on(async {
+        let ssh = harness::ssh::Ssh::connect(target, Duration::from_secs(10), || Ok(())).await.map_err(infra)?;
+        let out = ssh
+            .exec_streaming(&cmd, Duration::from_secs(timeout), |chunk| {
+                use std::io::Write;
+                let mut o = std::io::stdout();
+                let _ = o.write_all(chunk.as_bytes());
+                let _ = o.flush();
+            })
+            .await
+            .map_err(infra)?;
+        Ok(u8::try_from(out.status).unwrap_or(255))
+    })
+}
+
+fn down(id: &str) -> Result<u8, Failure> {
+    let mut run = Run::open(id).map_err(bad_input)?;
+    let problems = run.teardown();
+    if problems.is_empty() {
+        println!("run {id} is down");
+        Ok(0)
+    } else {
+        Err(infra(format!("run {id}: {}", problems.join("; "))))
+    }
+}
+
+fn ps() -> Result<u8, Failure> {
+    println!("{:<10} {:<22} {:<8} {:<8} {:<6} {:<6} status", "RUN", "SCENARIO", "BACKEND", "VM", "PORT", "OWNER");
+    for run in Run::all() {
+        let r = &run.record;
+        let vm = match &r.vm {
+            Some(v) if v.is_running() => "up",
+            Some(_) => "down",
+            None => "-",
+        };
+        let owner = if run.owner_alive() { "alive" } else if r.keep { "kept" } else { "gone" };
+        println!(
+            "{:<10} {:<22} {:<8} {:<8} {:<6} {:<6} {}",
+            run.id,
+            r.scenario,
+            r.vm.as_ref().map(|v| v.backend()).unwrap_or("-"),
+            vm,
+            r.ssh_port.map(|p| p.to_string()).unwrap_or_default(),
+            owner,
+            r.status
+        );
+    }
+    Ok(0)
+}
+
 fn run(cli: Cli) -> Result<u8, Failure> {
+    let templates = cli.templates.clone();
     match cli.command {
+        Command::Up { scenario, keep, vm } => up(scenario.as_deref(), keep, &vm, templates.as_deref()),
+        Command::Ssh { run } => ssh_interactive(&run),
+        Command::Exec { run, timeout, command } => exec(&run, &command, timeout),
+        Command::Down { run } => down(&run),
+        Command::Ps => ps(),
+        Command::Gc { connect } => {
+            let report = harness::run::gc(&connect);
+            for r in &report.removed {
+                println!("removed {r}");
+            }
+            for p in &report.problems {
+                eprintln!("problem: {p}");
+            }
+            if report.removed.is_empty() && report.problems.is_empty() {
+                println!("nothing to collect");
+            }
+            Ok(if report.problems.is_empty() { 0 } else { 3 })
+        }
+        Command::Doctor { connect } => {
+            let checks = runtime().block_on(doctor::run(&connect));
+            print!("{}", doctor::format(&checks));
+            Ok(if checks.iter().any(|c| !c.ok && c.required) { 3 } else { 0 })
+        }
+        Command::Image { command } => image_cmd(command),
+        Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
+            let opts = boot_options(&vm, templates.as_deref());
+            let plan = load_plan(None)?;
+            let report = runtime().block_on(bench::boot(&plan, &opts, runs)).map_err(infra)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+                Format::Text => print!("{}", report.text()),
+            }
+            Ok(0)
+        }
         Command::Render { scenario, out } => render(&scenario, &out, cli.templates.as_deref()),
         Command::Lint { file, scenario, format } => lint(&file, scenario.as_deref(), format),
         Command::Localconf { command: LocalconfCommand::Parse { file, format } } => {
@@ -92,6 +355,31 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&conf).expect("serializable")),
                 Format::Text => print!("{}", localconf::format_text(&conf)),
             }
+            Ok(0)
+        }
+    }
+}
+
+fn image_cmd(command: ImageCommand) -> Result<u8, Failure> {
+    let root = image::cache_root();
+    match command {
+        ImageCommand::Build { name, images } => {
+            let recipe = image::load_recipe(image::recipes_dir(images.as_deref()).as_deref(), &name).map_err(bad_input)?;
+            let progress = Progress::new(false);
+            let img = image::build(&recipe, &root, &progress).map_err(infra)?;
+            println!("built {} ({}) in {:.0} s: {}", img.name, img.hash, img.build_seconds, img.dir.display());
+            Ok(0)
+        }
+        ImageCommand::List => {
+            for img in image::list(&root) {
+                let size = std::fs::metadata(&img.disk).map(|m| m.len()).unwrap_or(0);
+                println!("{:<14} {}  {:>6.0} MiB  built in {:>4.0} s  {}", img.name, img.hash, size as f64 / 1048576.0, img.build_seconds, img.dir.display());
+            }
+            Ok(0)
+        }
+        ImageCommand::Rm { name } => {
+            let n = image::remove(&root, &name).map_err(infra)?;
+            println!("removed {n} cached version(s) of {name}");
             Ok(0)
         }
     }

@@ -1,0 +1,253 @@
+//! The boot pipeline of one run: plan -> render -> image -> overlay -> seed ->
+//! cloud-edge namespace and tap -> VM -> SSH -> cloud-init done. Each phase is
+//! timed from the start of the boot; a failure says what was expected, what was
+//! seen, and where the logs are (the serial console from its first byte).
+
+use crate::accel::{self, AccelChoice, AccelDecision};
+use crate::image::{self, BootMethod, Image};
+use crate::keys::RunKeys;
+use crate::progress::Progress;
+use crate::render::{Nics, Rendered, Renderer};
+use crate::run::{self, Run};
+use crate::scenario::Plan;
+use crate::seed::{IsoSeed, SeedBuilder};
+use crate::ssh::{self, Ssh};
+use crate::vm::{Backend, BackendChoice, BootSource, Disk, Hypervisor, VmConfig};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Accel(#[from] accel::AccelError),
+    #[error(transparent)]
+    Seed(#[from] crate::seed::SeedError),
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error("{what}: expected {expected}, saw {seen}\n--- last console lines ---\n{console_tail}\n--- whole console log: {console} (run directory {run_dir})")]
+    Guest { what: String, expected: String, seen: String, console_tail: String, console: PathBuf, run_dir: PathBuf },
+    #[error("interrupted; everything the run created was removed")]
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    pub backend: BackendChoice,
+    pub accel: AccelChoice,
+    pub connect: String,
+    pub images_dir: Option<PathBuf>,
+    pub templates: Option<PathBuf>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions { backend: BackendChoice::Auto, accel: AccelChoice::Auto, connect: "qemu:///system".into(), images_dir: None, templates: None }
+    }
+}
+
+/// Seconds from the start of the boot (the call of [`boot`], image already cached)
+/// at which each phase ended: prepared (overlay, seed), vm_started, ssh_ready (the
+/// first successful SSH command), cloud_init_done.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub phases: Vec<(String, f64)>,
+}
+
+impl Timings {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.phases.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+    }
+}
+
+pub struct Booted {
+    pub ssh: Ssh,
+    pub accel: AccelDecision,
+    pub backend: &'static str,
+    pub image: Image,
+    pub rendered: Rendered,
+    pub timings: Timings,
+}
+
+/// The last `n` lines of the console log.
+pub fn console_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
+}
+
+/// Boot the scenario's VM for `run` and wait until SSH works and cloud-init is done.
+pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Progress) -> Result<Booted, BootError> {
+    let start = Instant::now();
+    let mut timings = Timings::default();
+    let timings_path = run.path("timings.json");
+    let mark = |name: &str, timings: &mut Timings| {
+        timings.phases.push((name.into(), start.elapsed().as_secs_f64()));
+        let _ = std::fs::write(&timings_path, serde_json::to_vec_pretty(&timings.phases).expect("serializable"));
+    };
+
+    // Render with this run's keys.
+    let keys = RunKeys::generate()?;
+    let rendered = Renderer::new(opts.templates.as_deref())?.render(plan, &format!("dh-{}", run.id), &keys)?;
+    rendered.write(&run.path("rendered"))?;
+    let key_path = run.path("id_ed25519");
+    write_private(&key_path, &keys.client_private).map_err(|source| run::RunError::Io { path: key_path.clone(), source })?;
+    run.record.host_public_key = keys.host_public.clone();
+    run.record.scenario = plan.name.clone();
+
+    // The image (built once, then taken from the cache).
+    let recipe = image::load_recipe(image::recipes_dir(opts.images_dir.as_deref()).as_deref(), &plan.vm.image)?;
+    let cache = image::cache_root();
+    let image = match image::cached(&recipe, &cache) {
+        Some(i) => i,
+        None => {
+            progress.phase(&format!("image {} is not in the cache: building it (once)", recipe.name));
+            let r = recipe.clone();
+            let c = cache.clone();
+            let p = Progress::new(false);
+            tokio::task::spawn_blocking(move || image::ensure(&r, &c, &p)).await.map_err(|e| run::RunError::Command { what: "image build".into(), detail: e.to_string() })??
+        }
+    };
+    run.record.image = Some(format!("{}-{}", image.name, image.hash));
+    let accel = accel::decide(opts.accel, image.kernel.as_deref()).await?;
+    progress.phase(&accel.reason);
+    run.record.accel = Some(accel.accel.as_str().into());
+    let backend = Backend::choose(opts.backend, &opts.connect).await?;
+
+    let overlay = run.path("disk.qcow2");
+    image::overlay(&image, &overlay)?;
+    let seed = IsoSeed.build(&rendered, &run.dir)?;
+    mark("prepared", &mut timings);
+
+    // The cloud edge: a namespace holding the guest's gateway on its data-plane tap.
+    let edge = run::edge_netns(&run.id);
+    let tap = run::data_tap(&run.id);
+    run.add_netns(&edge)?;
+    run.add_tap(&tap)?;
+
+    let nics = Nics::default();
+    let port = free_port().map_err(|source| run::RunError::Io { path: "127.0.0.1:0".into(), source })?;
+    run.record.ssh_port = Some(port);
+    let boot = match image.boot.method {
+        BootMethod::Direct => BootSource::Direct {
+            kernel: image.kernel.clone().ok_or_else(|| image::ImageError::BadRecipe { path: image.dir.display().to_string(), message: "direct boot without a kernel".into() })?,
+            initrd: image.initrd.clone(),
+            // The hostname on the kernel command line: free, where cloud-init's
+            // set_hostname costs seconds under TCG.
+            cmdline: format!("{} systemd.hostname={}", image.boot.cmdline, plan.world.hostname),
+        },
+        BootMethod::Firmware => BootSource::Firmware,
+    };
+    let cfg = VmConfig {
+        name: run::vm_name(&run.id),
+        memory_mib: plan.vm.memory_mib,
+        cpus: plan.vm.cpus,
+        accel: accel.accel,
+        boot,
+        disks: vec![
+            Disk { id: "root".into(), path: overlay, format: "qcow2".into(), bus: image.boot.disk_bus, readonly: false },
+            Disk { id: "seed".into(), path: seed, format: "raw".into(), bus: image.boot.disk_bus, readonly: true },
+        ],
+        data_tap: tap.clone(),
+        data_mac: nics.data_mac.clone(),
+        mgmt_mac: nics.mgmt_mac.clone(),
+        ssh_port: port,
+        mgmt_guest_ip: nics.mgmt_address.split('/').next().unwrap_or("10.0.2.15").into(),
+        console_log: run.path("console.log"),
+        run_dir: run.dir.clone(),
+    };
+    // Recorded before the start, so that a kill in between still leaves a trace for gc.
+    let vm_start = Instant::now();
+    let handle = backend.start(&cfg).await?;
+    run.record.vm = Some(handle.clone());
+    run.set_status("booting");
+    mark("vm_started", &mut timings);
+    progress.phase(&format!("VM {} started ({}, {}); console: {}", cfg.name, backend.name(), accel.accel.as_str(), cfg.console_log.display()));
+
+    // QEMU has the tap open: move it into the edge namespace and give it the gateway address.
+    run::move_to_netns(&tap, &edge)?;
+    let gw = format!("{}/{}", plan.world.guest_gateway, plan.world.guest_address.prefix_len());
+    run::in_netns(&edge, "edge lo up", &["ip", "link", "set", "lo", "up"])?;
+    run::in_netns(&edge, "edge gateway address", &["ip", "addr", "add", &gw, "dev", &tap])?;
+    run::in_netns(&edge, "edge tap up", &["ip", "link", "set", &tap, "up"])?;
+
+    let factor = accel.accel.timeout_factor();
+    let target = ssh::Target { port, user: "root".into(), private_key: key_path.clone(), host_public_key: keys.host_public.clone() };
+    let console = cfg.console_log.clone();
+    let h = handle.clone();
+    let console_for_check = console.clone();
+    let alive = move || -> Result<(), String> {
+        let tail = console_tail(&console_for_check, 40);
+        if tail.contains("Kernel panic") {
+            return Err("the guest kernel panicked".into());
+        }
+        if !h.is_running() {
+            return Err("the VM process exited".into());
+        }
+        Ok(())
+    };
+    let guest_err = |what: &str, expected: &str, seen: String| BootError::Guest {
+        what: what.into(),
+        expected: expected.into(),
+        seen,
+        console_tail: console_tail(&console, 25),
+        console: console.clone(),
+        run_dir: run.dir.clone(),
+    };
+    let ssh_deadline = Duration::from_secs(30 * u64::from(factor));
+    let ssh = match Ssh::connect(target, ssh_deadline, alive).await {
+        Ok(s) => s,
+        Err(e) => return Err(guest_err("SSH", &format!("sshd answering on 127.0.0.1:{port} within {} s", ssh_deadline.as_secs()), e.to_string())),
+    };
+    // ssh_ready: the first successful command.
+    let _ = ssh.exec("true", Duration::from_secs(30)).await.map_err(|e| guest_err("SSH", "a first command to run", e.to_string()))?;
+    mark("ssh_ready", &mut timings);
+    progress.phase(&format!("SSH ready ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
+
+    let ci_timeout = Duration::from_secs(60 * u64::from(factor));
+    let status = ssh::wait_cloud_init(&ssh, ci_timeout).await.map_err(|e| guest_err("cloud-init", "cloud-init to finish", e.to_string()))?;
+    if !status.done {
+        return Err(guest_err("cloud-init", "status: done", status.detail));
+    }
+    mark("cloud_init_done", &mut timings);
+    progress.phase(&format!("cloud-init done ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
+    run.set_status("up");
+    Ok(Booted { ssh, accel, backend: backend.name(), image, rendered, timings })
+}
+
+/// Removes a run's resources when dropped (panics included), unless disarmed.
+/// It re-reads the run's record from disk, so it sees every resource recorded.
+pub struct TeardownGuard {
+    pub id: String,
+    pub armed: bool,
+}
+
+impl Drop for TeardownGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(mut run) = Run::open(&self.id) {
+                for p in run.teardown() {
+                    eprintln!("teardown: {p}");
+                }
+            }
+        }
+    }
+}

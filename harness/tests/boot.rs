@@ -1,0 +1,167 @@
+//! End to end: `harness up --keep`, `harness exec`, `harness down` with each
+//! backend, and `harness gc` after the harness is killed with SIGKILL mid-boot;
+//! after each, nothing of the run remains (QEMU process, domain, namespace, tap,
+//! overlay). Builds the default image first when it is not cached.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn harness() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    c
+}
+
+fn can_boot() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: booting VMs needs root (namespaces, taps)");
+        return false;
+    }
+    for (tool, pkg) in [("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("genisoimage", "genisoimage")] {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
+            eprintln!("SKIP: {tool} is not installed (apt-get install {pkg})");
+            return false;
+        }
+    }
+    true
+}
+
+fn ensure_image() {
+    let list = harness().args(["image", "list"]).output().expect("image list");
+    if String::from_utf8_lossy(&list.stdout).contains("debian-12") {
+        return;
+    }
+    let out = harness().args(["image", "build", "debian-12"]).stderr(Stdio::inherit()).output().expect("image build");
+    assert!(out.status.success(), "image build failed: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn runs_dir() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    std::env::var_os("HARNESS_RUNS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(home).join(".local/state/devstack-harness/runs"))
+}
+
+/// Everything of run `id` still present on the machine.
+fn leftovers(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let name = format!("dh-{id}");
+    let ps = Command::new("pgrep").args(["-af", "qemu-system"]).output().expect("pgrep");
+    for line in String::from_utf8_lossy(&ps.stdout).lines() {
+        if line.contains(&format!("-name {name} ")) || line.contains(&format!("guest={name},")) {
+            left.push(format!("process: {line}"));
+        }
+    }
+    if let Ok(o) = Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output() {
+        if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == name) {
+            left.push(format!("domain {name}"));
+        }
+    }
+    let ns = format!("/run/netns/dh-{id}-edge");
+    if std::path::Path::new(&ns).exists() {
+        left.push(ns);
+    }
+    let tap = format!("/sys/class/net/dh{id}t0");
+    if std::path::Path::new(&tap).exists() {
+        left.push(tap);
+    }
+    let overlay = runs_dir().join(id).join("disk.qcow2");
+    if overlay.exists() {
+        left.push(overlay.display().to_string());
+    }
+    left
+}
+
+fn run_id_from(stdout: &str) -> String {
+    stdout.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next()).expect("`run ID is up` line").to_owned()
+}
+
+fn up_exec_down(backend: &str) {
+    let out = harness().args(["up", "--keep", "--backend", backend]).stderr(Stdio::inherit()).output().expect("harness up");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "harness up --backend {backend} failed:\n{stdout}");
+    let id = run_id_from(&stdout);
+    let ex = harness().args(["exec", &id, "--", "uname", "-a"]).output().expect("harness exec");
+    let uname = String::from_utf8_lossy(&ex.stdout);
+    let down = harness().args(["down", &id]).output().expect("harness down");
+    assert!(ex.status.success() && uname.contains("Linux devstack"), "exec: {uname}{}", String::from_utf8_lossy(&ex.stderr));
+    assert!(down.status.success(), "down: {}", String::from_utf8_lossy(&down.stderr));
+    let left = leftovers(&id);
+    assert!(left.is_empty(), "run {id} left: {left:#?}");
+}
+
+#[test]
+fn up_exec_down_with_qemu() {
+    if !can_boot() {
+        return;
+    }
+    ensure_image();
+    up_exec_down("qemu");
+}
+
+#[test]
+fn up_exec_down_with_libvirt() {
+    if !can_boot() {
+        return;
+    }
+    let ping = Command::new("virsh").args(["-c", "qemu:///system", "version"]).output();
+    if !ping.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: libvirtd does not answer at qemu:///system (virtlogd -d; libvirtd -d)");
+        return;
+    }
+    ensure_image();
+    up_exec_down("libvirt");
+}
+
+#[test]
+fn gc_after_sigkill_mid_boot() {
+    if !can_boot() {
+        return;
+    }
+    ensure_image();
+    let mut child = harness().args(["up", "--keep", "--backend", "qemu"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("harness up");
+    let pid = child.id();
+    // Wait until the run recorded its VM (QEMU started), then kill the harness.
+    let start = Instant::now();
+    let id = loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "no run recorded a VM");
+        let found = std::fs::read_dir(runs_dir()).ok().and_then(|rd| {
+            rd.flatten().find_map(|e| {
+                let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path().join("run.json")).ok()?).ok()?;
+                (rec["owner_pid"] == pid && !rec["vm"].is_null()).then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(!leftovers(&id).is_empty(), "the killed run should have left its VM behind");
+    let gc = harness().args(["gc"]).output().expect("harness gc");
+    assert!(gc.status.success(), "gc: {}", String::from_utf8_lossy(&gc.stderr));
+    let left = leftovers(&id);
+    assert!(left.is_empty(), "after gc, run {id} left: {left:#?}\ngc said: {}", String::from_utf8_lossy(&gc.stdout));
+}
+
+/// The cached default image's kernel, which the accelerator probe boots.
+fn image_kernel() -> PathBuf {
+    ensure_image();
+    harness::image::list(&harness::image::cache_root()).into_iter().rev().find_map(|i| i.kernel).expect("the default image has a kernel beside it")
+}
+
+#[test]
+fn accel_probe_boots_a_kernel_under_tcg() {
+    if !can_boot() {
+        return;
+    }
+    let kernel = image_kernel();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(harness::accel::probe(harness::accel::Accel::Tcg, &kernel, Duration::from_secs(60))).expect("the probe kernel reaches its panic under TCG");
+    // auto never fails; when it picks TCG it says why in one line.
+    let d = rt.block_on(harness::accel::decide(harness::accel::AccelChoice::Auto, Some(&kernel))).expect("auto decides");
+    if d.accel == harness::accel::Accel::Tcg {
+        assert!(d.reason.contains("using TCG") && !d.reason.contains('\n'), "{}", d.reason);
+    }
+    eprintln!("accel decision here: {:?}: {}", d.accel, d.reason);
+}
