@@ -86,11 +86,14 @@ pub struct DomainXml {
 
 impl DomainXml {
     pub fn from_config(cfg: &VmConfig) -> DomainXml {
+        // Slots 0x10 and up of pcie.0: libvirt fills slot 1 (root ports) and 0x1f.
         let mut qemu_args = Vec::new();
+        let mut slot = 0x10u8;
         for d in &cfg.disks {
-            qemu_args.extend(disk_args(d));
+            qemu_args.extend(disk_args(d, Some(slot)));
+            slot += 1;
         }
-        qemu_args.extend(mgmt_nic_args(cfg));
+        qemu_args.extend(mgmt_nic_args(cfg, Some(slot)));
         DomainXml {
             name: cfg.name.clone(),
             kvm: cfg.accel == Accel::Kvm,

@@ -156,7 +156,13 @@ impl Hypervisor for Backend {
 
 /// The QEMU device arguments both backends use (libvirt passes the ones it has no
 /// element for through `<qemu:commandline>`): disks, and the management NIC.
-pub fn disk_args(d: &Disk) -> Vec<String> {
+/// `slot`: a fixed PCI slot on pcie.0, for libvirt, whose own devices would
+/// otherwise collide with these; QEMU alone places them itself.
+fn at(slot: Option<u8>) -> String {
+    slot.map(|s| format!(",bus=pcie.0,addr={s:#x}")).unwrap_or_default()
+}
+
+pub fn disk_args(d: &Disk, slot: Option<u8>) -> Vec<String> {
     let ro = if d.readonly { ",readonly=on" } else { "" };
     // cache=unsafe: the overlay is thrown away with the run, so flushes buy nothing.
     let cache = if d.readonly { "" } else { ",cache=unsafe" };
@@ -164,16 +170,16 @@ pub fn disk_args(d: &Disk) -> Vec<String> {
         DiskBus::Nvme => format!("nvme,drive={},serial={}", d.id, d.id),
         DiskBus::Virtio => format!("virtio-blk-pci,drive={}", d.id),
     };
-    vec!["-drive".into(), format!("if=none,id={},file={},format={}{ro}{cache}", d.id, d.path.display(), d.format), "-device".into(), device]
+    vec!["-drive".into(), format!("if=none,id={},file={},format={}{ro}{cache}", d.id, d.path.display(), d.format), "-device".into(), device + &at(slot)]
 }
 
 /// User-mode networking with `restrict=on`: the guest cannot reach anything through
 /// it; the only traffic is the forwarded SSH port on 127.0.0.1.
-pub fn mgmt_nic_args(cfg: &VmConfig) -> Vec<String> {
+pub fn mgmt_nic_args(cfg: &VmConfig, slot: Option<u8>) -> Vec<String> {
     vec![
         "-netdev".into(),
         format!("user,id=mgmt,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{}-{}:22", cfg.ssh_port, cfg.mgmt_guest_ip),
         "-device".into(),
-        format!("virtio-net-pci,netdev=mgmt,mac={}", cfg.mgmt_mac),
+        format!("virtio-net-pci,netdev=mgmt,mac={}{}", cfg.mgmt_mac, at(slot)),
     ]
 }

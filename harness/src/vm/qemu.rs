@@ -64,10 +64,10 @@ pub fn args(cfg: &VmConfig, pidfile: &Path) -> Vec<String> {
     a.extend(boot_args(cfg));
     a.extend(console_args(cfg));
     for d in &cfg.disks {
-        a.extend(disk_args(d));
+        a.extend(disk_args(d, None));
     }
     a.extend(data_nic_args(cfg));
-    a.extend(mgmt_nic_args(cfg));
+    a.extend(mgmt_nic_args(cfg, None));
     a.extend(daemon_args(pidfile));
     a
 }
