@@ -84,7 +84,7 @@ pub async fn probe(accel: Accel, kernel: &Path, deadline: Duration) -> Result<()
                 Ok(())
             } else {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().filter(|l| !l.contains("warning:")).last().unwrap_or("no message").trim().to_owned();
+                let last = stderr.lines().rfind(|l| !l.contains("warning:")).unwrap_or("no message").trim().to_owned();
                 Err(format!("QEMU exited with {}: {last}", out.status))
             }
         }

@@ -123,7 +123,7 @@ pub async fn run(libvirt_uri: &str) -> Vec<Check> {
 
     let cache = crate::image::cache_root();
     let _ = std::fs::create_dir_all(&cache);
-    let free = nix::sys::statvfs::statvfs(&cache).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0);
+    let free = nix::sys::statvfs::statvfs(&cache).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
     let gib = free as f64 / f64::from(1u32 << 30);
     checks.push(Check {
         name: "disk",

@@ -9,13 +9,17 @@
 pub mod accel;
 pub mod bench;
 pub mod boot;
+pub mod checks;
+pub mod cloud;
 pub mod doctor;
 pub mod image;
 pub mod keys;
 pub mod progress;
 pub mod localconf;
+pub mod netplane;
 pub mod render;
 pub mod run;
+pub mod runner;
 pub mod scenario;
 pub mod seed;
 pub mod ssh;

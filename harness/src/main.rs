@@ -49,6 +49,18 @@ enum Command {
         #[command(subcommand)]
         command: LocalconfCommand,
     },
+    /// Run scenarios end to end (all of scenarios/ when none is named): boot, host
+    /// recipe, cloud, checks, teardown. Exits 1 when a check does not match.
+    Run {
+        scenarios: Vec<PathBuf>,
+        /// Which builds the cloud (default: what each scenario says).
+        #[arg(long, value_enum)]
+        cloud: Option<CloudArg>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
     /// Boot a scenario's VM and wait until SSH works and cloud-init is done.
     Up {
         /// Scenario file (the default world when omitted).
@@ -149,6 +161,12 @@ enum LocalconfCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CloudArg {
+    Replica,
+    Devstack,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -238,6 +256,54 @@ fn up(scenario_path: Option<&Path>, keep: bool, vm: &VmArgs, templates: Option<&
     })
 }
 
+fn run_scenarios(mut paths: Vec<PathBuf>, cloud: Option<CloudArg>, format: Format, vm: &VmArgs, templates: Option<&Path>) -> Result<u8, Failure> {
+    if paths.is_empty() {
+        paths = std::fs::read_dir("scenarios")
+            .map_err(|e| bad_input(format!("scenarios/: {e} (name scenario files, or run from the repository)")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+    }
+    // Every scenario is validated before anything boots.
+    let plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let opts = boot_options(vm, templates);
+    let progress = Progress::new(matches!(format, Format::Json));
+    let mut results = Vec::new();
+    let rt = runtime();
+    for plan in &plans {
+        let kind = match cloud {
+            Some(CloudArg::Replica) => scenario::CloudKind::Replica,
+            Some(CloudArg::Devstack) => scenario::CloudKind::Devstack,
+            None => plan.cloud,
+        };
+        let r = rt.block_on(async {
+            tokio::select! {
+                r = harness::runner::run_scenario(plan, kind, &opts, &progress) => r.map_err(infra),
+                _ = interrupted() => Err(infra(boot::BootError::Interrupted)),
+            }
+        })?;
+        results.push(r);
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": results })).expect("serializable")),
+        Format::Text => {
+            for r in &results {
+                println!("{} ({} cloud, {}, {}): {}", r.name, r.cloud, r.image, r.accel, if r.passed { "passed" } else { "FAILED" });
+                for c in &r.checks {
+                    let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+                    let first = c.observed.detail.lines().next().unwrap_or("");
+                    println!("  {} {:<58} {:>9} -> {:<11} {first}", if c.passed { "ok  " } else { "FAIL" }, c.name, format!("{:?}", c.expect).to_lowercase(), format!("{:?}{port}", c.outcome).to_lowercase());
+                }
+                let t: Vec<String> = r.timings.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
+                println!("  timings: {}; run directory {}", t.join(", "), r.run_dir.display());
+            }
+        }
+    }
+    Ok(u8::from(results.iter().any(|r| !r.passed)))
+}
+
 fn ssh_interactive(id: &str) -> Result<u8, Failure> {
     let run = Run::open(id).map_err(bad_input)?;
     let port = run.record.ssh_port.ok_or_else(|| bad_input(format!("run {id} has no SSH port yet")))?;
@@ -313,6 +379,7 @@ fn ps() -> Result<u8, Failure> {
 fn run(cli: Cli) -> Result<u8, Failure> {
     let templates = cli.templates.clone();
     match cli.command {
+        Command::Run { scenarios, cloud, format, vm } => run_scenarios(scenarios, cloud, format, &vm, templates.as_deref()),
         Command::Up { scenario, keep, vm } => up(scenario.as_deref(), keep, &vm, templates.as_deref()),
         Command::Ssh { run } => ssh_interactive(&run),
         Command::Exec { run, timeout, command } => exec(&run, &command, timeout),

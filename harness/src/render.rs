@@ -17,7 +17,8 @@ pub const META_DATA: &str = "cloud-init/meta-data.yaml";
 pub const NETWORK_CONFIG: &str = "cloud-init/network-config.yaml";
 pub const HOST_RECIPE: &str = "host-recipe.sh";
 pub const LOCAL_CONF: &str = "local.conf";
-const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF];
+pub const REPLICA: &str = "replica.sh";
+const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -118,6 +119,14 @@ impl Renderer {
             tera.add_raw_template(name, &text).map_err(|e| tera_error(name, e))?;
         }
         Ok(Renderer { tera })
+    }
+
+    /// A template of a later stage, with the plan and that stage's values (`v`).
+    pub fn render_extra(&self, name: &str, plan: &Plan, values: &impl Serialize) -> Result<String, RenderError> {
+        let mut ctx = tera::Context::new();
+        ctx.insert("plan", plan);
+        ctx.insert("v", values);
+        self.tera.render(name, &ctx).map_err(|e| tera_error(name, e))
     }
 
     pub fn render(&self, plan: &Plan, run_id: &str, keys: &RunKeys) -> Result<Rendered, RenderError> {

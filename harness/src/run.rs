@@ -33,6 +33,9 @@ pub struct Record {
     pub vm: Option<VmHandle>,
     pub netns: Vec<String>,
     pub taps: Vec<String>,
+    /// Helper processes on the host (the responder), killed at teardown.
+    #[serde(default)]
+    pub helpers: Vec<i32>,
     pub ssh_port: Option<u16>,
     pub ssh_user: String,
     pub host_public_key: String,
@@ -168,6 +171,13 @@ impl Run {
                 problems.push(e.to_string());
             }
         }
+        for &pid in &self.record.helpers {
+            // Only a process still running this run's script is ours (pids are reused).
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&self.id));
+            if ours {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         for ns in &self.record.netns {
             if netns_exists(ns) {
                 if let Err(e) = sh("ip netns del", Command::new("ip").args(["netns", "del", ns])) {
@@ -248,7 +258,7 @@ pub fn harness_taps() -> Vec<String> {
         .map(|r| {
             r.flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| n.starts_with("dh") && n.len() == 12 && n.ends_with("t0"))
+                .filter(|n| n.starts_with("dh") && n.len() == 12 && (n.ends_with("t0") || n.ends_with("e0") || n.ends_with("i0")))
                 .collect()
         })
         .unwrap_or_default()

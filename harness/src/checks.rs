@@ -1,0 +1,133 @@
+//! Checks stage: each declared check run from where it says (the internet
+//! namespace on the host, the guest's root namespace, or the instance), with the
+//! same probe script everywhere, compared with what the scenario expects.
+
+use crate::cloud::CloudValues;
+use crate::netplane::script;
+use crate::run::{self, Run};
+use crate::scenario::{Check, CheckKind, Endpoint, Expect, Plan, Target};
+use crate::ssh::Ssh;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Observed {
+    /// The source address the responder reported, when it reported one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_as: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: CheckKind,
+    pub from: Endpoint,
+    pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub expect: Expect,
+    pub outcome: Expect,
+    pub passed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_seen_as: Option<String>,
+    pub observed: Observed,
+}
+
+/// The address a target names, seen from `from`.
+pub fn resolve(t: &Target, from: Endpoint, plan: &Plan, v: &CloudValues) -> Ipv4Addr {
+    match t {
+        Target::FloatingIp => v.floating_ip,
+        Target::PublicIp => plan.world.public_ip,
+        Target::Responder => plan.world.internet_responder,
+        Target::Gateway => match from {
+            Endpoint::Instance => v.network_gateway,
+            Endpoint::Host => plan.world.guest_gateway,
+            Endpoint::Internet => plan.world.internet_edge.addr(),
+        },
+        Target::Address(a) => *a,
+    }
+}
+
+const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
+
+pub async fn install_probe(ssh: &Ssh) -> Result<(), crate::ssh::SshError> {
+    ssh.upload(script("probe.py").as_bytes().to_vec(), GUEST_PROBE, 0o755).await
+}
+
+fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String> {
+    let kind = match c.kind {
+        CheckKind::Icmp => "icmp",
+        CheckKind::Tcp => "tcp",
+        CheckKind::Udp => "udp",
+        CheckKind::Http => "http",
+    };
+    let mut a = vec![kind.to_owned(), addr.to_string()];
+    if let Some(p) = c.port {
+        a.push(p.to_string());
+    }
+    a.push(format!("{}", c.timeout_s));
+    if let (Some(s), true) = (source, c.port.is_some()) {
+        a.push(s.to_string());
+    }
+    a
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeLine {
+    outcome: String,
+    detail: String,
+}
+
+fn parse_probe(text: &str) -> (Expect, String) {
+    match text.lines().rev().find_map(|l| serde_json::from_str::<ProbeLine>(l).ok()) {
+        Some(p) if p.outcome == "reachable" => (Expect::Reachable, p.detail),
+        Some(p) => (Expect::Unreachable, p.detail),
+        None => (Expect::Unreachable, format!("the probe printed no result: {}", text.trim())),
+    }
+}
+
+pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: &Run) -> CheckResult {
+    let addr = resolve(&c.to, c.from, plan, v);
+    let budget = Duration::from_secs_f64(c.timeout_s + 30.0);
+    let (outcome, detail) = match c.from {
+        Endpoint::Internet => {
+            let path = run.path("probe.py");
+            let _ = std::fs::write(&path, script("probe.py"));
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"]).arg(&path).args(probe_args(c, addr, Some(plan.world.internet_client)));
+            match tokio::time::timeout(budget, cmd.output()).await {
+                Ok(Ok(o)) => parse_probe(&String::from_utf8_lossy(&o.stdout)),
+                Ok(Err(e)) => (Expect::Unreachable, format!("cannot run the probe: {e}")),
+                Err(_) => (Expect::Unreachable, "the probe itself timed out".into()),
+            }
+        }
+        Endpoint::Host | Endpoint::Instance => {
+            let prefix = if c.from == Endpoint::Instance { format!("ip netns exec {} ", v.instance_ns) } else { String::new() };
+            let cmd = format!("{prefix}{GUEST_PROBE} {}", probe_args(c, addr, None).join(" "));
+            match ssh.exec(&cmd, budget).await {
+                Ok(o) => parse_probe(&format!("{}{}", o.stdout, o.stderr)),
+                Err(e) => (Expect::Unreachable, format!("SSH: {e}")),
+            }
+        }
+    };
+    let seen_as = detail.lines().find_map(|l| l.trim().strip_prefix("seen_as ")).map(str::to_owned);
+    let expected_seen_as = c.seen_as.as_ref().map(|t| resolve(t, c.from, plan, v).to_string());
+    let seen_ok = match (&expected_seen_as, outcome) {
+        (Some(want), Expect::Reachable) => seen_as.as_deref() == Some(want.as_str()),
+        _ => true,
+    };
+    CheckResult {
+        name: c.name.clone(),
+        kind: c.kind,
+        from: c.from,
+        to: addr.to_string(),
+        port: c.port,
+        expect: c.expect,
+        outcome,
+        passed: outcome == c.expect && seen_ok,
+        expected_seen_as,
+        observed: Observed { seen_as, detail },
+    }
+}

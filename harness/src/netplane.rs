@@ -1,0 +1,111 @@
+//! The network plane on the host, all inside the run's own namespaces (DESIGN.md,
+//! "The world"): the cloud edge (the guest's gateway and the 1:1 NAT between the
+//! public IP and the guest's private address) and the internet (client and
+//! responder). Nothing is added to the host's own namespace: the veth between
+//! edge and internet is created directly inside them.
+
+use crate::run::{self, Run, RunError};
+use crate::scenario::{CheckKind, Plan, Target};
+use include_dir::{include_dir, Dir};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub static SCRIPTS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/scripts");
+
+pub fn script(name: &str) -> &'static str {
+    SCRIPTS.get_file(name).and_then(|f| f.contents_utf8()).expect("embedded script")
+}
+
+fn edge_veth(id: &str) -> String {
+    format!("dh{id}e0")
+}
+fn inet_veth(id: &str) -> String {
+    format!("dh{id}i0")
+}
+
+fn ipt(ns: &str, what: &str, args: &[&str]) -> Result<(), RunError> {
+    let mut full = vec!["iptables", "-w"];
+    full.extend_from_slice(args);
+    run::in_netns(ns, what, &full)
+}
+
+/// Wire the internet namespace to the edge and put the edge's NAT in place.
+/// Called after the boot made the edge namespace and moved the guest's tap into it.
+pub fn build(plan: &Plan, run: &mut Run) -> Result<(), RunError> {
+    let w = &plan.world;
+    let edge = run::edge_netns(&run.id);
+    let inet = run::internet_netns(&run.id);
+    run.add_netns(&inet)?;
+    let (ev, iv) = (edge_veth(&run.id), inet_veth(&run.id));
+    run.record.taps.extend([ev.clone(), iv.clone()]);
+    run.save()?;
+    let out = Command::new("ip")
+        .args(["link", "add", &ev, "netns", &edge, "type", "veth", "peer", "name", &iv, "netns", &inet])
+        .output()
+        .map_err(|e| RunError::Command { what: "ip link add veth".into(), detail: e.to_string() })?;
+    if !out.status.success() {
+        return Err(RunError::Command { what: "ip link add veth".into(), detail: String::from_utf8_lossy(&out.stderr).trim().into() });
+    }
+    let edge_addr = w.internet_edge.to_string();
+    let prefix = w.internet_edge.prefix_len();
+    run::in_netns(&edge, "edge address", &["ip", "addr", "add", &edge_addr, "dev", &ev])?;
+    run::in_netns(&edge, "edge veth up", &["ip", "link", "set", &ev, "up"])?;
+    run::in_netns(&edge, "edge forwarding", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    let (public, private) = (w.public_ip.to_string(), w.guest_address.addr().to_string());
+    // The cloud's 1:1 NAT, as the provider's edge does it for an instance with a public IP.
+    ipt(&edge, "edge DNAT", &["-t", "nat", "-A", "PREROUTING", "-d", &public, "-j", "DNAT", "--to-destination", &private])?;
+    ipt(&edge, "edge SNAT", &["-t", "nat", "-A", "POSTROUTING", "-s", &private, "-j", "SNAT", "--to-source", &public])?;
+
+    run::in_netns(&inet, "internet lo up", &["ip", "link", "set", "lo", "up"])?;
+    for a in [w.internet_client, w.internet_responder] {
+        run::in_netns(&inet, "internet address", &["ip", "addr", "add", &format!("{a}/{prefix}"), "dev", &iv])?;
+    }
+    run::in_netns(&inet, "internet veth up", &["ip", "link", "set", &iv, "up"])?;
+    run::in_netns(&inet, "internet default route", &["ip", "route", "add", "default", "via", &w.internet_edge.addr().to_string()])?;
+    start_responder(plan, run)
+}
+
+/// Ports the responder must answer on: those of the checks that go to it.
+fn responder_ports(plan: &Plan) -> (Vec<u16>, Vec<u16>) {
+    let mut tcp = vec![];
+    let mut udp = vec![];
+    for c in plan.checks.iter().filter(|c| c.to == Target::Responder || c.to == Target::Address(plan.world.internet_responder)) {
+        match (c.kind, c.port) {
+            (CheckKind::Udp, Some(p)) => udp.push(p),
+            (CheckKind::Tcp | CheckKind::Http, Some(p)) => tcp.push(p),
+            _ => {}
+        }
+    }
+    tcp.sort_unstable();
+    tcp.dedup();
+    udp.sort_unstable();
+    udp.dedup();
+    (tcp, udp)
+}
+
+fn start_responder(plan: &Plan, run: &mut Run) -> Result<(), RunError> {
+    let path: PathBuf = run.path("responder.py");
+    std::fs::write(&path, script("responder.py")).map_err(|source| RunError::Io { path: path.clone(), source })?;
+    let (tcp, udp) = responder_ports(plan);
+    let join = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let log = std::fs::File::create(run.path("responder.log")).map_err(|source| RunError::Io { path: run.path("responder.log"), source })?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"])
+        .arg(&path)
+        .arg(plan.world.internet_responder.to_string())
+        .args(["--tcp", &join(&tcp), "--udp", &join(&udp)])
+        .stdout(log.try_clone().map_err(|source| RunError::Io { path: run.path("responder.log"), source })?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| RunError::Command { what: "start the responder".into(), detail: e.to_string() })?;
+    run.record.helpers.push(child.id() as i32);
+    run.save()?;
+    // Wait for "ready" so that the first check does not race the listeners.
+    for _ in 0..100 {
+        if std::fs::read_to_string(run.path("responder.log")).is_ok_and(|s| s.contains("ready")) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(RunError::Command { what: "responder".into(), detail: format!("not ready after 5 s; see {}", run.path("responder.log").display()) })
+}

@@ -1,0 +1,132 @@
+#!/bin/bash
+# The replica cloud of scenario {{ plan.name }}, rendered by devstack-harness: with
+# real Open vSwitch and iptables, the datapath that DevStack and Neutron's ML2/OVS
+# and L3 agents build for one router, one tenant network and one instance. Every
+# value comes from the scenario's rendered local.conf. This is not DevStack: every
+# report says "replica".
+#
+#   harness-replica build | fip-disassociate | fip-associate | state
+set -euo pipefail
+
+PUBLIC_INTERFACE={{ v.public_interface }}
+OVS_PHYSICAL_BRIDGE={{ v.ovs_physical_bridge }}
+OVS_BRIDGE=br-int
+PHYSNET={{ v.physical_network }}
+CIDR_LEN={{ v.floating_prefix }}
+PUBLIC_GATEWAY={{ v.public_gateway }}
+ROUTER_GW_IP={{ v.router_gw_ip }}
+FIP={{ v.floating_ip }}
+FIXED_IP={{ v.fixed_ip }}
+NETWORK_GATEWAY={{ v.network_gateway }}
+FIXED_LEN={{ v.fixed_prefix }}
+MTU={{ v.mtu }}
+ROUTER=qrouter-{{ v.router_id }}
+QG=qg-{{ v.gw_port_id }}
+QR=qr-{{ v.int_port_id }}
+TAP=tap{{ v.vm_port_id }}
+INSTANCE={{ v.instance_ns }}
+
+nat() { ip netns exec "$ROUTER" iptables -w -t nat "$@"; }
+
+build() {
+    systemctl start openvswitch-switch
+    # DevStack (lib/neutron_plugins/ovs_base, services/l3): the integration and
+    # physical bridges.
+    ovs-vsctl --may-exist add-br "$OVS_BRIDGE"
+    ovs-vsctl --may-exist add-br "$OVS_PHYSICAL_BRIDGE"
+    ovs-vsctl br-set-external-id "$OVS_PHYSICAL_BRIDGE" bridge-id "$OVS_PHYSICAL_BRIDGE"
+    # _move_neutron_addresses_route: PUBLIC_INTERFACE becomes a port of the physical
+    # bridge and its primary address (and a default route through it) move there.
+    addr=$(ip -4 -o addr show dev "$PUBLIC_INTERFACE" | awk '{print $4}' | head -n1)
+    ovs-vsctl --may-exist add-port "$OVS_PHYSICAL_BRIDGE" "$PUBLIC_INTERFACE"
+    if [ -n "$addr" ]; then
+        ip addr del "$addr" dev "$PUBLIC_INTERFACE"
+        ip addr replace "$addr" dev "$OVS_PHYSICAL_BRIDGE"
+    fi
+    ip link set "$OVS_PHYSICAL_BRIDGE" up
+    ip link set "$PUBLIC_INTERFACE" up
+    # The OVS agent's bridge mapping ($PHYSNET:$OVS_PHYSICAL_BRIDGE): patch ports.
+    ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "int-$OVS_PHYSICAL_BRIDGE" \
+        -- set interface "int-$OVS_PHYSICAL_BRIDGE" type=patch options:peer="phy-$OVS_PHYSICAL_BRIDGE" \
+        -- set port "int-$OVS_PHYSICAL_BRIDGE" tag=1
+    ovs-vsctl --may-exist add-port "$OVS_PHYSICAL_BRIDGE" "phy-$OVS_PHYSICAL_BRIDGE" \
+        -- set interface "phy-$OVS_PHYSICAL_BRIDGE" type=patch options:peer="int-$OVS_PHYSICAL_BRIDGE"
+
+    # The L3 agent: the router namespace with its gateway (qg-) and internal (qr-)
+    # ports, OVS internal ports on br-int; local VLAN 1 is the external network,
+    # local VLAN 2 the tenant network.
+    ip netns add "$ROUTER" 2>/dev/null || true
+    ip netns exec "$ROUTER" ip link set lo up
+    ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+    ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "$QG" tag=1 -- set interface "$QG" type=internal
+    ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "$QR" tag=2 -- set interface "$QR" type=internal
+    for dev in "$QG" "$QR"; do
+        ip link show "$dev" >/dev/null 2>&1 && ip link set "$dev" netns "$ROUTER"
+    done
+    ip netns exec "$ROUTER" ip addr replace "$ROUTER_GW_IP/$CIDR_LEN" dev "$QG"
+    ip netns exec "$ROUTER" ip addr replace "$NETWORK_GATEWAY/$FIXED_LEN" dev "$QR"
+    ip netns exec "$ROUTER" ip link set "$QG" up
+    ip netns exec "$ROUTER" ip link set "$QR" mtu "$MTU" up
+    ip netns exec "$ROUTER" ip route replace default via "$PUBLIC_GATEWAY" dev "$QG"
+
+    # The NAT chains the L3 agent writes (neutron/agent/l3/router_info.py).
+    if ! nat -nL neutron-l3-agent-snat >/dev/null 2>&1; then
+        for c in neutron-l3-agent-PREROUTING neutron-l3-agent-OUTPUT neutron-l3-agent-POSTROUTING \
+                 neutron-postrouting-bottom neutron-l3-agent-snat neutron-l3-agent-float-snat; do
+            nat -N "$c"
+        done
+        nat -A PREROUTING -j neutron-l3-agent-PREROUTING
+        nat -A OUTPUT -j neutron-l3-agent-OUTPUT
+        nat -A POSTROUTING -j neutron-l3-agent-POSTROUTING
+        nat -A POSTROUTING -j neutron-postrouting-bottom
+        nat -A neutron-postrouting-bottom -m comment --comment "Perform source NAT on outgoing traffic." -j neutron-l3-agent-snat
+        nat -A neutron-l3-agent-snat -j neutron-l3-agent-float-snat
+        nat -A neutron-l3-agent-POSTROUTING ! -o "$QG" -m conntrack ! --ctstate DNAT -j ACCEPT
+        # Per gateway: other tenant traffic leaves as the gateway address.
+        nat -A neutron-l3-agent-snat -o "$QG" -j SNAT --to-source "$ROUTER_GW_IP"
+        nat -A neutron-l3-agent-snat -m mark ! --mark 0x2/0xffff -m conntrack --ctstate DNAT -j SNAT --to-source "$ROUTER_GW_IP"
+    fi
+
+    # The instance: a namespace on the tenant network, MTU as on VXLAN, its fixed
+    # address, a default route to the router, and a real sshd.
+    ip netns add "$INSTANCE" 2>/dev/null || true
+    ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "$TAP" tag=2 -- set interface "$TAP" type=internal
+    ip link show "$TAP" >/dev/null 2>&1 && ip link set "$TAP" netns "$INSTANCE"
+    ip netns exec "$INSTANCE" ip link set lo up
+    ip netns exec "$INSTANCE" ip addr replace "$FIXED_IP/$FIXED_LEN" dev "$TAP"
+    ip netns exec "$INSTANCE" ip link set "$TAP" mtu "$MTU" up
+    ip netns exec "$INSTANCE" ip route replace default via "$NETWORK_GATEWAY"
+    if [ ! -e /run/harness-instance-sshd.pid ]; then
+        mkdir -p /run/sshd
+        ip netns exec "$INSTANCE" /usr/sbin/sshd -o PidFile=/run/harness-instance-sshd.pid
+    fi
+    fip_associate
+}
+
+fip_associate() {
+    # Per floating IP: the address on qg-, DNAT in and out, SNAT of the fixed address.
+    ip netns exec "$ROUTER" ip addr replace "$FIP/32" dev "$QG"
+    nat -C neutron-l3-agent-PREROUTING -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null ||
+        nat -A neutron-l3-agent-PREROUTING -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP"
+    nat -C neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null ||
+        nat -A neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP"
+    nat -C neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" 2>/dev/null ||
+        nat -A neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP"
+    # Tell the provider network the address moved (as the L3 agent does with arping).
+    ip netns exec "$ROUTER" arping -U -c 1 -I "$QG" "$FIP" >/dev/null 2>&1 || true
+}
+
+fip_disassociate() {
+    nat -D neutron-l3-agent-PREROUTING -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null || true
+    nat -D neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null || true
+    nat -D neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" 2>/dev/null || true
+    ip netns exec "$ROUTER" ip addr del "$FIP/32" dev "$QG" 2>/dev/null || true
+    ip netns exec "$ROUTER" conntrack -D -d "$FIP" >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    build) build ;;
+    fip-associate) fip_associate ;;
+    fip-disassociate) fip_disassociate ;;
+    *) echo "usage: $0 build|fip-associate|fip-disassociate" >&2; exit 2 ;;
+esac
