@@ -8,7 +8,7 @@ use crate::cloud::{self, CloudError, CloudValues};
 use crate::netplane;
 use crate::progress::Progress;
 use crate::run::{Run, RunError};
-use crate::scenario::{CloudKind, Endpoint, Plan};
+use crate::scenario::{CloudAction, CloudKind, Endpoint, Plan};
 use crate::ssh::Ssh;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,6 +121,15 @@ pub async fn run_scenario(plan: &Plan, cloud_kind: CloudKind, opts: &BootOptions
     checks::install_probe(ssh).await?;
     let mut results = Vec::new();
     for c in &plan.checks {
+        if let Some(action) = c.before {
+            let verb = match action {
+                CloudAction::FipDisassociate => "fip-disassociate",
+                CloudAction::FipAssociate => "fip-associate",
+            };
+            if cloud_kind == CloudKind::Replica {
+                cloud::guest_step(ssh, verb, &format!("/usr/local/sbin/harness-replica {verb} 2>&1"), Duration::from_secs(60), &run.path(&format!("{verb}.log"))).await?;
+            }
+        }
         let r = checks::run_check(c, plan, &values, ssh, &run).await;
         progress.phase(&format!("{}: {} {}: {:?} ({})", plan.name, if r.passed { "ok  " } else { "FAIL" }, r.name, r.outcome, r.observed.detail.lines().next().unwrap_or("")));
         results.push(r);

@@ -136,8 +136,17 @@ impl Target {
     }
 }
 
+/// A cloud action a check can ask for first (Tempest's basic ops do this).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudAction {
+    FipDisassociate,
+    FipAssociate,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    pub before: Option<CloudAction>,
     pub name: String,
     pub kind: CheckKind,
     pub from: Endpoint,
@@ -507,6 +516,15 @@ impl Validator {
         if c.seen_as.is_some() && kind == CheckKind::Icmp {
             self.fail(at("seen_as"), "expected `seen_as` on a tcp, udp or http check: ICMP carries no report");
         }
+        let before = match c.before.as_deref() {
+            None => None,
+            Some("fip_disassociate") => Some(CloudAction::FipDisassociate),
+            Some("fip_associate") => Some(CloudAction::FipAssociate),
+            Some(other) => {
+                self.fail(at("before"), format!("expected fip_disassociate or fip_associate, found {other:?}"));
+                None
+            }
+        };
         let timeout_s = c.timeout_s.unwrap_or(10.0);
         if !(timeout_s > 0.0 && timeout_s <= 600.0) {
             self.fail(at("timeout_s"), format!("expected a timeout between 0 and 600 seconds, found {timeout_s}"));
@@ -516,7 +534,7 @@ impl Validator {
             let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
             format!("{} {} -> {}{port}", c.kind, c.from, c.to)
         });
-        Some(Check { name, kind, from, to, port: c.port, expect, seen_as, timeout_s })
+        Some(Check { before, name, kind, from, to, port: c.port, expect, seen_as, timeout_s })
     }
 
     fn plan(&mut self, path: &Path, f: &ScenarioFile) -> Option<Plan> {

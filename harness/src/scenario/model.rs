@@ -242,6 +242,8 @@ pub struct CheckSpec {
     pub expect: String,
     pub seen_as: Option<String>,
     pub timeout_s: Option<f64>,
+    /// A cloud action taken just before the check: `fip_disassociate` or `fip_associate`.
+    pub before: Option<String>,
 }
 
 fn default_expect() -> String {
