@@ -143,10 +143,7 @@ pub async fn decide(choice: AccelChoice, kernel: Option<&Path>) -> Result<AccelD
                 Ok(why) => AccelDecision { accel: Accel::Kvm, reason: why.into() },
                 Err(why) => AccelDecision {
                     accel: Accel::Tcg,
-                    reason: format!(
-                        "KVM does not work here ({why}); using TCG, slower, with timeouts x{}",
-                        Accel::Tcg.timeout_factor()
-                    ),
+                    reason: format!("KVM does not work here ({why}); using TCG, slower, with timeouts x{}", Accel::Tcg.timeout_factor()),
                 },
             })
         }

@@ -26,7 +26,10 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn text(&self) -> String {
-        let mut s = format!("{} boots, {} backend, {}\n{:<18} {:>7} {:>7} {:>7}\n", self.runs, self.backend, self.accel, "phase (s)", "min", "median", "max");
+        let mut s = format!(
+            "{} boots, {} backend, {}\n{:<18} {:>7} {:>7} {:>7}\n",
+            self.runs, self.backend, self.accel, "phase (s)", "min", "median", "max"
+        );
         let mut phases: Vec<_> = self.phases.iter().collect();
         phases.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
         for (name, st) in phases {

@@ -50,7 +50,13 @@ pub struct BootOptions {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { backend: BackendChoice::Auto, accel: AccelChoice::Auto, connect: "qemu:///system".into(), images_dir: None, templates: None }
+        BootOptions {
+            backend: BackendChoice::Auto,
+            accel: AccelChoice::Auto,
+            connect: "qemu:///system".into(),
+            images_dir: None,
+            templates: None,
+        }
     }
 }
 
@@ -88,7 +94,8 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Write a private key, readable by its owner only.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
@@ -123,7 +130,9 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
             let r = recipe.clone();
             let c = cache.clone();
             let p = Progress::new(false);
-            tokio::task::spawn_blocking(move || image::ensure(&r, &c, &p)).await.map_err(|e| run::RunError::Command { what: "image build".into(), detail: e.to_string() })??
+            tokio::task::spawn_blocking(move || image::ensure(&r, &c, &p))
+                .await
+                .map_err(|e| run::RunError::Command { what: "image build".into(), detail: e.to_string() })??
         }
     };
     run.record.image = Some(format!("{}-{}", image.name, image.hash));
@@ -148,7 +157,10 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     run.record.ssh_port = Some(port);
     let boot = match image.boot.method {
         BootMethod::Direct => BootSource::Direct {
-            kernel: image.kernel.clone().ok_or_else(|| image::ImageError::BadRecipe { path: image.dir.display().to_string(), message: "direct boot without a kernel".into() })?,
+            kernel: image.kernel.clone().ok_or_else(|| image::ImageError::BadRecipe {
+                path: image.dir.display().to_string(),
+                message: "direct boot without a kernel".into(),
+            })?,
             initrd: image.initrd.clone(),
             // The hostname on the kernel command line: free, where cloud-init's
             // set_hostname costs seconds under TCG.
@@ -180,7 +192,13 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     run.record.vm = Some(handle.clone());
     run.set_status("booting");
     mark("vm_started", &mut timings);
-    progress.phase(&format!("VM {} started ({}, {}); console: {}", cfg.name, backend.name(), accel.accel.as_str(), cfg.console_log.display()));
+    progress.phase(&format!(
+        "VM {} started ({}, {}); console: {}",
+        cfg.name,
+        backend.name(),
+        accel.accel.as_str(),
+        cfg.console_log.display()
+    ));
 
     // QEMU has the tap open: move it into the edge namespace and give it the gateway address.
     run::move_to_netns(&tap, &edge)?;
@@ -215,7 +233,9 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     let ssh_deadline = Duration::from_secs(30 * u64::from(factor));
     let ssh = match Ssh::connect(target, ssh_deadline, alive).await {
         Ok(s) => s,
-        Err(e) => return Err(guest_err("SSH", &format!("sshd answering on 127.0.0.1:{port} within {} s", ssh_deadline.as_secs()), e.to_string())),
+        Err(e) => {
+            return Err(guest_err("SSH", &format!("sshd answering on 127.0.0.1:{port} within {} s", ssh_deadline.as_secs()), e.to_string()))
+        }
     };
     // ssh_ready: the first successful command.
     let _ = ssh.exec("true", Duration::from_secs(30)).await.map_err(|e| guest_err("SSH", "a first command to run", e.to_string()))?;
@@ -223,7 +243,8 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     progress.phase(&format!("SSH ready ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
 
     let ci_timeout = Duration::from_secs(60 * u64::from(factor));
-    let status = ssh::wait_cloud_init(&ssh, ci_timeout).await.map_err(|e| guest_err("cloud-init", "cloud-init to finish", e.to_string()))?;
+    let status =
+        ssh::wait_cloud_init(&ssh, ci_timeout).await.map_err(|e| guest_err("cloud-init", "cloud-init to finish", e.to_string()))?;
     if !status.done {
         return Err(guest_err("cloud-init", "status: done", status.detail));
     }

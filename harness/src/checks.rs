@@ -96,7 +96,11 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: 
             let path = run.path("probe.py");
             let _ = std::fs::write(&path, script("probe.py"));
             let mut cmd = tokio::process::Command::new("ip");
-            cmd.args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"]).arg(&path).args(probe_args(c, addr, Some(plan.world.internet_client)));
+            cmd.args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"]).arg(&path).args(probe_args(
+                c,
+                addr,
+                Some(plan.world.internet_client),
+            ));
             match tokio::time::timeout(budget, cmd.output()).await {
                 Ok(Ok(o)) => parse_probe(&String::from_utf8_lossy(&o.stdout)),
                 Ok(Err(e)) => (Expect::Unreachable, format!("cannot run the probe: {e}")),

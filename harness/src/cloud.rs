@@ -50,7 +50,11 @@ pub struct CloudValues {
 }
 
 fn value(eff: &Effective, name: &str) -> Result<String, CloudError> {
-    eff.get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| CloudError::Value { name: name.into(), value: String::new(), expected: "a value".into() })
+    eff.get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| CloudError::Value {
+        name: name.into(),
+        value: String::new(),
+        expected: "a value".into(),
+    })
 }
 
 fn parsed<T: std::str::FromStr>(eff: &Effective, name: &str, expected: &str) -> Result<T, CloudError> {
@@ -119,13 +123,27 @@ pub async fn guest_step(ssh: &Ssh, step: &str, command: &str, timeout: Duration,
 }
 
 /// Build the scenario's cloud in the guest.
-pub async fn build(plan: &Plan, kind: CloudKind, values: &CloudValues, ssh: &Ssh, run_dir: &std::path::Path, templates: Option<&std::path::Path>) -> Result<(), CloudError> {
+pub async fn build(
+    plan: &Plan,
+    kind: CloudKind,
+    values: &CloudValues,
+    ssh: &Ssh,
+    run_dir: &std::path::Path,
+    templates: Option<&std::path::Path>,
+) -> Result<(), CloudError> {
     match kind {
         CloudKind::Replica => {
             let script = render_replica(plan, values, templates)?;
             let _ = std::fs::write(run_dir.join("rendered/replica.sh"), &script);
             ssh.upload(script.into_bytes(), "/usr/local/sbin/harness-replica", 0o755).await?;
-            guest_step(ssh, "replica build", "/usr/local/sbin/harness-replica build 2>&1", Duration::from_secs(300), &run_dir.join("cloud.log")).await?;
+            guest_step(
+                ssh,
+                "replica build",
+                "/usr/local/sbin/harness-replica build 2>&1",
+                Duration::from_secs(300),
+                &run_dir.join("cloud.log"),
+            )
+            .await?;
             Ok(())
         }
         CloudKind::Devstack => Err(CloudError::NoInternet(plan.devstack.git_base.clone())),

@@ -60,7 +60,8 @@ fn user_can_use_kvm(user: &str) -> bool {
     if meta.uid() == u.uid.as_raw() && mode & 0o600 == 0o600 {
         return true;
     }
-    let groups = Command::new("id").args(["-G", user]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let groups =
+        Command::new("id").args(["-G", user]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     groups.split_whitespace().any(|g| g == meta.gid().to_string()) && mode & 0o060 == 0o060
 }
 
@@ -71,7 +72,11 @@ pub async fn run(libvirt_uri: &str) -> Vec<Check> {
         name: "privileges",
         ok: root,
         required: true,
-        detail: if root { "running as root".into() } else { "not root: namespaces, taps and debootstrap need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)".into() },
+        detail: if root {
+            "running as root".into()
+        } else {
+            "not root: namespaces, taps and debootstrap need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)".into()
+        },
         fix: "run the harness as root (sudo)".into(),
     });
     checks.push(tool("qemu", accel::QEMU, "--version", "qemu-system-x86", true));
@@ -85,11 +90,31 @@ pub async fn run(libvirt_uri: &str) -> Vec<Check> {
     // KVM: a probe kernel must boot, not only /dev/kvm exist.
     let kernel = crate::image::list(&crate::image::cache_root()).into_iter().rev().find_map(|i| i.kernel);
     let kvm = match (Path::new("/dev/kvm").exists(), &kernel) {
-        (false, _) => Check { name: "kvm", ok: false, required: false, detail: "/dev/kvm does not exist: runs use TCG (slower)".into(), fix: "enable virtualization (on a cloud VM: nested virtualization), or accept TCG".into() },
-        (true, None) => Check { name: "kvm", ok: false, required: false, detail: "/dev/kvm exists; not probed yet (no image kernel to probe with)".into(), fix: "harness image build debian-12, then harness doctor".into() },
+        (false, _) => Check {
+            name: "kvm",
+            ok: false,
+            required: false,
+            detail: "/dev/kvm does not exist: runs use TCG (slower)".into(),
+            fix: "enable virtualization (on a cloud VM: nested virtualization), or accept TCG".into(),
+        },
+        (true, None) => Check {
+            name: "kvm",
+            ok: false,
+            required: false,
+            detail: "/dev/kvm exists; not probed yet (no image kernel to probe with)".into(),
+            fix: "harness image build debian-12, then harness doctor".into(),
+        },
         (true, Some(k)) => match accel::probe(Accel::Kvm, k, Duration::from_secs(10)).await {
-            Ok(()) => Check { name: "kvm", ok: true, required: false, detail: "a probe kernel booted under KVM".into(), fix: String::new() },
-            Err(e) => Check { name: "kvm", ok: false, required: false, detail: format!("/dev/kvm exists but does not work ({e}): runs fall back to TCG"), fix: "nothing to do: --accel auto uses TCG; on a cloud VM, enable nested virtualization for speed".into() },
+            Ok(()) => {
+                Check { name: "kvm", ok: true, required: false, detail: "a probe kernel booted under KVM".into(), fix: String::new() }
+            }
+            Err(e) => Check {
+                name: "kvm",
+                ok: false,
+                required: false,
+                detail: format!("/dev/kvm exists but does not work ({e}): runs fall back to TCG"),
+                fix: "nothing to do: --accel auto uses TCG; on a cloud VM, enable nested virtualization for speed".into(),
+            },
         },
     };
     checks.push(kvm);
@@ -97,7 +122,13 @@ pub async fn run(libvirt_uri: &str) -> Vec<Check> {
     let lv = crate::vm::libvirt::LibvirtBackend::new(libvirt_uri);
     match lv.ping().await {
         Ok(()) => {
-            checks.push(Check { name: "libvirtd", ok: true, required: false, detail: format!("answers at {libvirt_uri}"), fix: String::new() });
+            checks.push(Check {
+                name: "libvirtd",
+                ok: true,
+                required: false,
+                detail: format!("answers at {libvirt_uri}"),
+                fix: String::new(),
+            });
             let user = libvirt_qemu_user();
             let slow = Path::new("/dev/kvm").exists() && !user_can_use_kvm(&user);
             checks.push(Check {
@@ -138,7 +169,13 @@ pub async fn run(libvirt_uri: &str) -> Vec<Check> {
 pub fn format(checks: &[Check]) -> String {
     let mut s = String::new();
     for c in checks {
-        let tag = if c.ok { "ok  " } else if c.required { "FAIL" } else { "warn" };
+        let tag = if c.ok {
+            "ok  "
+        } else if c.required {
+            "FAIL"
+        } else {
+            "warn"
+        };
         s.push_str(&format!("{tag} {:<20} {}\n", c.name, c.detail));
         if !c.ok {
             s.push_str(&format!("     {:<20} fix: {}\n", "", c.fix));

@@ -361,7 +361,11 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| ImageError::Tool { step: "debootstrap".into(), detail: format!("cannot start: {e}"), fix: "apt-get install debootstrap".into() })?;
+        .map_err(|e| ImageError::Tool {
+            step: "debootstrap".into(),
+            detail: format!("cannot start: {e}"),
+            fix: "apt-get install debootstrap".into(),
+        })?;
     // Show debootstrap's own "I: ..." lines as the progress message.
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -402,13 +406,22 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
     }
     for c in commands {
         progress.message(&format!("chroot: {c}"));
-        run_tool(&format!("chroot command `{c}`"), "fix the command in the image recipe", Command::new("chroot").arg(&rootfs).args(["/bin/sh", "-c", c]))?;
+        run_tool(
+            &format!("chroot command `{c}`"),
+            "fix the command in the image recipe",
+            Command::new("chroot").arg(&rootfs).args(["/bin/sh", "-c", c]),
+        )?;
     }
 
     // The kernel and initrd go beside the disk, for direct kernel boot.
     let boot = rootfs.join("boot");
     let find = |prefix: &str| -> Option<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&boot).ok()?.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&boot)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .collect();
         v.sort();
         v.pop()
     };
@@ -432,7 +445,11 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
     let f = std::fs::File::create(&raw).map_err(io(&raw))?;
     f.set_len(u64::from(*disk_gib) << 30).map_err(io(&raw))?;
     drop(f);
-    run_tool("mkfs.ext4", "apt-get install e2fsprogs", Command::new("mkfs.ext4").args(["-q", "-F", "-L", "root", "-d"]).arg(&rootfs).arg(&raw))?;
+    run_tool(
+        "mkfs.ext4",
+        "apt-get install e2fsprogs",
+        Command::new("mkfs.ext4").args(["-q", "-F", "-L", "root", "-d"]).arg(&rootfs).arg(&raw),
+    )?;
     run_tool(
         "qemu-img convert",
         "apt-get install qemu-utils",

@@ -256,7 +256,13 @@ fn up(scenario_path: Option<&Path>, keep: bool, vm: &VmArgs, templates: Option<&
     })
 }
 
-fn run_scenarios(mut paths: Vec<PathBuf>, cloud: Option<CloudArg>, format: Format, vm: &VmArgs, templates: Option<&Path>) -> Result<u8, Failure> {
+fn run_scenarios(
+    mut paths: Vec<PathBuf>,
+    cloud: Option<CloudArg>,
+    format: Format,
+    vm: &VmArgs,
+    templates: Option<&Path>,
+) -> Result<u8, Failure> {
     if paths.is_empty() {
         paths = std::fs::read_dir("scenarios")
             .map_err(|e| bad_input(format!("scenarios/: {e} (name scenario files, or run from the repository)")))?
@@ -270,31 +276,48 @@ fn run_scenarios(mut paths: Vec<PathBuf>, cloud: Option<CloudArg>, format: Forma
     let plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
     let opts = boot_options(vm, templates);
     let progress = Progress::new(matches!(format, Format::Json));
+    let kind_of = |plan: &scenario::Plan| match cloud {
+        Some(CloudArg::Replica) => scenario::CloudKind::Replica,
+        Some(CloudArg::Devstack) => scenario::CloudKind::Devstack,
+        None => plan.cloud,
+    };
     let mut results = Vec::new();
     let rt = runtime();
-    for plan in &plans {
-        let kind = match cloud {
-            Some(CloudArg::Replica) => scenario::CloudKind::Replica,
-            Some(CloudArg::Devstack) => scenario::CloudKind::Devstack,
-            None => plan.cloud,
-        };
+    // Scenarios that can share a VM do (each reset to the state it declares; the
+    // result says so).
+    for group in harness::runner::groups(&plans, kind_of) {
+        let kind = kind_of(group[0]);
         let r = rt.block_on(async {
             tokio::select! {
-                r = harness::runner::run_scenario(plan, kind, &opts, &progress) => r.map_err(infra),
+                r = harness::runner::run_group(&group, kind, &opts, &progress) => r.map_err(infra),
                 _ = interrupted() => Err(infra(boot::BootError::Interrupted)),
             }
         })?;
-        results.push(r);
+        results.extend(r);
     }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": results })).expect("serializable")),
         Format::Text => {
             for r in &results {
-                println!("{} ({} cloud, {}, {}): {}", r.name, r.cloud, r.image, r.accel, if r.passed { "passed" } else { "FAILED" });
+                let shared = r.shared_vm.as_ref().map(|s| format!(", in the VM of {s}")).unwrap_or_default();
+                println!(
+                    "{} ({} cloud, {}, {}{shared}): {}",
+                    r.name,
+                    r.cloud,
+                    r.image,
+                    r.accel,
+                    if r.passed { "passed" } else { "FAILED" }
+                );
                 for c in &r.checks {
                     let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
                     let first = c.observed.detail.lines().next().unwrap_or("");
-                    println!("  {} {:<58} {:>9} -> {:<11} {first}", if c.passed { "ok  " } else { "FAIL" }, c.name, format!("{:?}", c.expect).to_lowercase(), format!("{:?}{port}", c.outcome).to_lowercase());
+                    println!(
+                        "  {} {:<58} {:>9} -> {:<11} {first}",
+                        if c.passed { "ok  " } else { "FAIL" },
+                        c.name,
+                        format!("{:?}", c.expect).to_lowercase(),
+                        format!("{:?}{port}", c.outcome).to_lowercase()
+                    );
                 }
                 let t: Vec<String> = r.timings.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
                 println!("  timings: {}; run directory {}", t.join(", "), r.run_dir.display());
@@ -324,7 +347,12 @@ fn ssh_interactive(id: &str) -> Result<u8, Failure> {
 fn exec(id: &str, command: &[String], timeout: u64) -> Result<u8, Failure> {
     let run = Run::open(id).map_err(bad_input)?;
     let port = run.record.ssh_port.ok_or_else(|| bad_input(format!("run {id} has no SSH port yet")))?;
-    let target = harness::ssh::Target { port, user: run.record.ssh_user.clone(), private_key: run.path("id_ed25519"), host_public_key: run.record.host_public_key.clone() };
+    let target = harness::ssh::Target {
+        port,
+        user: run.record.ssh_user.clone(),
+        private_key: run.path("id_ed25519"),
+        host_public_key: run.record.host_public_key.clone(),
+    };
     let cmd = command.join(" ");
     runtime().block_on(async {
         let ssh = harness::ssh::Ssh::connect(target, Duration::from_secs(10), || Ok(())).await.map_err(infra)?;
@@ -361,7 +389,13 @@ fn ps() -> Result<u8, Failure> {
             Some(_) => "down",
             None => "-",
         };
-        let owner = if run.owner_alive() { "alive" } else if r.keep { "kept" } else { "gone" };
+        let owner = if run.owner_alive() {
+            "alive"
+        } else if r.keep {
+            "kept"
+        } else {
+            "gone"
+        };
         println!(
             "{:<10} {:<22} {:<8} {:<8} {:<6} {:<6} {}",
             run.id,
@@ -440,7 +474,14 @@ fn image_cmd(command: ImageCommand) -> Result<u8, Failure> {
         ImageCommand::List => {
             for img in image::list(&root) {
                 let size = std::fs::metadata(&img.disk).map(|m| m.len()).unwrap_or(0);
-                println!("{:<14} {}  {:>6.0} MiB  built in {:>4.0} s  {}", img.name, img.hash, size as f64 / 1048576.0, img.build_seconds, img.dir.display());
+                println!(
+                    "{:<14} {}  {:>6.0} MiB  built in {:>4.0} s  {}",
+                    img.name,
+                    img.hash,
+                    size as f64 / 1048576.0,
+                    img.build_seconds,
+                    img.dir.display()
+                );
             }
             Ok(0)
         }
@@ -461,18 +502,12 @@ fn render(scenario_path: &Path, out: &Path, templates: Option<&Path>) -> Result<
     let written = rendered.write(out).map_err(|e| Failure { code: 3, message: e.to_string() })?;
     // The client key that matches user-data, so that a VM booted from this seed can be reached.
     let key_path = out.join("id_ed25519");
-    write_private(&key_path, &keys.client_private).map_err(|e| Failure { code: 3, message: format!("{}: {e}", key_path.display()) })?;
+    boot::write_private(&key_path, &keys.client_private)
+        .map_err(|e| Failure { code: 3, message: format!("{}: {e}", key_path.display()) })?;
     for p in written.iter().chain([&key_path]) {
         println!("{}", p.display());
     }
     Ok(0)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 fn lint(file: &Path, scenario_path: Option<&Path>, format: Format) -> Result<u8, Failure> {

@@ -31,7 +31,8 @@ fn ipt(ns: &str, what: &str, args: &[&str]) -> Result<(), RunError> {
 
 /// Wire the internet namespace to the edge and put the edge's NAT in place.
 /// Called after the boot made the edge namespace and moved the guest's tap into it.
-pub fn build(plan: &Plan, run: &mut Run) -> Result<(), RunError> {
+/// The responder answers on the ports of every scenario in `plans` (they share the VM).
+pub fn build(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), RunError> {
     let w = &plan.world;
     let edge = run::edge_netns(&run.id);
     let inet = run::internet_netns(&run.id);
@@ -62,14 +63,15 @@ pub fn build(plan: &Plan, run: &mut Run) -> Result<(), RunError> {
     }
     run::in_netns(&inet, "internet veth up", &["ip", "link", "set", &iv, "up"])?;
     run::in_netns(&inet, "internet default route", &["ip", "route", "add", "default", "via", &w.internet_edge.addr().to_string()])?;
-    start_responder(plan, run)
+    start_responder(plan, plans, run)
 }
 
 /// Ports the responder must answer on: those of the checks that go to it.
-fn responder_ports(plan: &Plan) -> (Vec<u16>, Vec<u16>) {
+fn responder_ports(plans: &[&Plan]) -> (Vec<u16>, Vec<u16>) {
     let mut tcp = vec![];
     let mut udp = vec![];
-    for c in plan.checks.iter().filter(|c| c.to == Target::Responder || c.to == Target::Address(plan.world.internet_responder)) {
+    let checks = plans.iter().flat_map(|p| p.checks.iter().map(move |c| (p, c)));
+    for (_, c) in checks.filter(|(p, c)| c.to == Target::Responder || c.to == Target::Address(p.world.internet_responder)) {
         match (c.kind, c.port) {
             (CheckKind::Udp, Some(p)) => udp.push(p),
             (CheckKind::Tcp | CheckKind::Http, Some(p)) => tcp.push(p),
@@ -83,12 +85,13 @@ fn responder_ports(plan: &Plan) -> (Vec<u16>, Vec<u16>) {
     (tcp, udp)
 }
 
-fn start_responder(plan: &Plan, run: &mut Run) -> Result<(), RunError> {
+fn start_responder(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), RunError> {
     let path: PathBuf = run.path("responder.py");
     std::fs::write(&path, script("responder.py")).map_err(|source| RunError::Io { path: path.clone(), source })?;
-    let (tcp, udp) = responder_ports(plan);
+    let (tcp, udp) = responder_ports(plans);
     let join = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let log = std::fs::File::create(run.path("responder.log")).map_err(|source| RunError::Io { path: run.path("responder.log"), source })?;
+    let log =
+        std::fs::File::create(run.path("responder.log")).map_err(|source| RunError::Io { path: run.path("responder.log"), source })?;
     let child = Command::new("ip")
         .args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"])
         .arg(&path)

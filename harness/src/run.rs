@@ -111,7 +111,8 @@ impl Run {
         let dir = runs_root().join(id);
         let path = dir.join("run.json");
         let text = std::fs::read(&path).map_err(|_| RunError::NotFound { id: id.into(), root: runs_root() })?;
-        let record: Record = serde_json::from_slice(&text).map_err(|e| RunError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        let record: Record =
+            serde_json::from_slice(&text).map_err(|e| RunError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
         Ok(Run { id: id.into(), dir, record })
     }
 
@@ -215,7 +216,9 @@ impl Run {
         }
         left.extend(self.record.netns.iter().filter(|n| netns_exists(n)).map(|n| format!("netns {n}")));
         left.extend(self.record.taps.iter().filter(|t| link_exists(t)).map(|t| format!("tap {t}")));
-        left.extend(["disk.qcow2", "seed.iso"].iter().map(|f| self.path(f)).filter(|p| p.exists()).map(|p| format!("file {}", p.display())));
+        left.extend(
+            ["disk.qcow2", "seed.iso"].iter().map(|f| self.path(f)).filter(|p| p.exists()).map(|p| format!("file {}", p.display())),
+        );
         left
     }
 }

@@ -9,7 +9,6 @@ use crate::netplane;
 use crate::progress::Progress;
 use crate::run::{Run, RunError};
 use crate::scenario::{CloudAction, CloudKind, Endpoint, Plan};
-use crate::ssh::Ssh;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,6 +36,10 @@ pub struct ScenarioResult {
     pub backend: String,
     pub passed: bool,
     pub checks: Vec<CheckResult>,
+    /// Set when this scenario ran in the VM booted for another scenario (named
+    /// here), after being reset to the state it declares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_vm: Option<String>,
     pub timings: BTreeMap<String, f64>,
     #[serde(skip)]
     pub run_id: String,
@@ -59,7 +62,9 @@ pub fn normalize_state(raw: &str, run_id: &str, v: &CloudValues) -> String {
         if l.starts_with(':') {
             l = l.split(" [").next().unwrap_or(&l).to_owned();
         }
-        for (id, tag) in [(&v.router_id, "<router-id>"), (&v.gw_port_id, "<gw-port>"), (&v.int_port_id, "<int-port>"), (&v.vm_port_id, "<vm-port>")] {
+        for (id, tag) in
+            [(&v.router_id, "<router-id>"), (&v.gw_port_id, "<gw-port>"), (&v.int_port_id, "<int-port>"), (&v.vm_port_id, "<vm-port>")]
+        {
             l = l.replace(id.as_str(), tag);
         }
         l = l.replace(run_id, "<run>");
@@ -69,92 +74,202 @@ pub fn normalize_state(raw: &str, run_id: &str, v: &CloudValues) -> String {
     out
 }
 
-async fn apply_forwards(plan: &Plan, v: &CloudValues, ssh: &Ssh) -> Result<(), RunnerError> {
-    for f in &plan.forwards {
-        let to = checks::resolve(&f.to, Endpoint::Host, plan, v);
-        let nic = &plan.world.guest_nic;
-        let cmd = format!(
-            "iptables -w -t nat -A PREROUTING -i {nic} -p {p} --dport {pp} -j DNAT --to-destination {to}:{port}",
-            p = f.protocol,
-            pp = f.public_port,
-            port = f.port
-        );
-        let out = ssh.exec(&cmd, Duration::from_secs(30)).await?;
-        if out.status != 0 {
-            return Err(RunnerError::Recipe(format!("port forward `{cmd}`: {}", out.stderr)));
-        }
-    }
-    Ok(())
+/// Scenarios that can share one VM: the same image, VM, world, local.conf and cloud,
+/// and host recipes that differ only in their rules (ip_forward, FORWARD,
+/// MASQUERADE), which are reverted and re-applied between them.
+fn share_key(plan: &Plan, kind: CloudKind) -> String {
+    serde_json::json!({
+        "vm": plan.vm, "world": plan.world, "devstack": plan.devstack,
+        "local_conf": plan.user_local_conf.as_ref().map(|(_, t)| t),
+        "lo": plan.host_recipe.lo_public_ip, "bridge": plan.host_recipe.bridge, "cloud": kind.as_str(),
+    })
+    .to_string()
 }
 
-pub async fn run_scenario(plan: &Plan, cloud_kind: CloudKind, opts: &BootOptions, progress: &Progress) -> Result<ScenarioResult, RunnerError> {
-    let total = Instant::now();
-    let mut run = Run::create(&plan.name)?;
-    let _guard = TeardownGuard { id: run.id.clone(), armed: true };
-    progress.phase(&format!("{}: run {} ({})", plan.name, run.id, run.dir.display()));
-    let mut timings = BTreeMap::new();
-
-    let t = Instant::now();
-    let booted = boot::boot(plan, opts, &mut run, progress).await?;
-    timings.insert("boot".to_owned(), t.elapsed().as_secs_f64());
-    let ssh = &booted.ssh;
-
-    let t = Instant::now();
-    netplane::build(plan, &mut run)?;
-    let applied = cloud::guest_step(ssh, "host recipe apply", "harness-host-recipe apply 2>&1", Duration::from_secs(60), &run.path("host-recipe.log")).await?;
-    let verify = ssh.exec("harness-host-recipe verify 2>&1", Duration::from_secs(60)).await?;
-    let _ = std::fs::write(run.path("host-recipe.log"), format!("{applied}{}", verify.stdout));
-    if verify.status != 0 {
-        return Err(RunnerError::Recipe(verify.stdout));
+/// Group `plans` by [`share_key`], keeping the order of first appearance.
+pub fn groups<'a>(plans: &'a [Plan], kind: impl Fn(&Plan) -> CloudKind) -> Vec<Vec<&'a Plan>> {
+    let mut out: Vec<(String, Vec<&Plan>)> = Vec::new();
+    for p in plans {
+        let key = share_key(p, kind(p));
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(p),
+            None => out.push((key, vec![p])),
+        }
     }
-    timings.insert("host_recipe".to_owned(), t.elapsed().as_secs_f64());
-    progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+    out.into_iter().map(|(_, g)| g).collect()
+}
+
+fn recipe_path(i: usize) -> String {
+    format!("/usr/local/sbin/harness-host-recipe-{i}")
+}
+
+/// Run one scenario.
+pub async fn run_scenario(
+    plan: &Plan,
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    progress: &Progress,
+) -> Result<ScenarioResult, RunnerError> {
+    let mut results = run_group(&[plan], cloud_kind, opts, progress).await?;
+    Ok(results.remove(0))
+}
+
+/// Run scenarios that share one VM (see [`groups`]): boot and build the cloud once,
+/// then for each scenario start from exactly the state it declares. Teardown on
+/// every path out.
+pub async fn run_group(
+    plans: &[&Plan],
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    progress: &Progress,
+) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let first = plans[0];
+    let mut run = Run::create(&first.name)?;
+    let _guard = TeardownGuard { id: run.id.clone(), armed: true };
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    progress.phase(&format!("{}: run {} ({})", names.join(", "), run.id, run.dir.display()));
 
     let t = Instant::now();
-    let values = CloudValues::from_local_conf(&booted.rendered.local_conf, plan, &run.id)?;
-    cloud::build(plan, cloud_kind, &values, ssh, &run.dir, opts.templates.as_deref()).await?;
-    apply_forwards(plan, &values, ssh).await?;
-    timings.insert("cloud".to_owned(), t.elapsed().as_secs_f64());
-    progress.phase(&format!("{}: {} cloud built (floating IP {}, instance {})", plan.name, cloud_kind.as_str(), values.floating_ip, values.fixed_ip));
-
+    let booted = boot::boot(first, opts, &mut run, progress).await?;
+    let boot_s = t.elapsed().as_secs_f64();
+    let ssh = &booted.ssh;
     let t = Instant::now();
+    netplane::build(first, plans, &mut run)?;
+    let netplane_s = t.elapsed().as_secs_f64();
     checks::install_probe(ssh).await?;
+    let values = CloudValues::from_local_conf(&booted.rendered.local_conf, first, &run.id)?;
+    let renderer = crate::render::Renderer::new(opts.templates.as_deref())
+        .map_err(|e| CloudError::Template("host-recipe.sh".into(), e.to_string()))?;
+    let keys = crate::keys::RunKeys::from_seed(0).map_err(|e| CloudError::Template("keys".into(), e.to_string()))?;
+
     let mut results = Vec::new();
-    for c in &plan.checks {
-        if let Some(action) = c.before {
-            let verb = match action {
-                CloudAction::FipDisassociate => "fip-disassociate",
-                CloudAction::FipAssociate => "fip-associate",
-            };
+    for (i, plan) in plans.iter().enumerate() {
+        let total = Instant::now();
+        let mut timings = BTreeMap::new();
+        if i == 0 {
+            timings.insert("boot".to_owned(), boot_s);
+        }
+        let t = Instant::now();
+        let recipe =
+            renderer.render(plan, &run.id, &keys).map_err(|e| CloudError::Template("host-recipe.sh".into(), e.to_string()))?.host_recipe;
+        ssh.upload(recipe.into_bytes(), &recipe_path(i), 0o755).await?;
+        if i > 0 {
+            // Back to the shared state: the previous scenario's rules and forwards
+            // out, its connections forgotten, the floating IP associated.
+            let prev = plans[i - 1];
+            let mut reset = vec![format!("{} revert-rules", recipe_path(i - 1))];
+            reset.extend(forward_rules(prev, &values).iter().map(|r| format!("iptables -w -t nat -D {r}")));
+            reset.push("conntrack -F >/dev/null 2>&1; true".into());
             if cloud_kind == CloudKind::Replica {
-                cloud::guest_step(ssh, verb, &format!("/usr/local/sbin/harness-replica {verb} 2>&1"), Duration::from_secs(60), &run.path(&format!("{verb}.log"))).await?;
+                reset.push("/usr/local/sbin/harness-replica fip-associate".into());
+            }
+            cloud::guest_step(
+                ssh,
+                "reset between scenarios",
+                &format!("set -e; {} 2>&1", reset.join("; ")),
+                Duration::from_secs(60),
+                &run.path(&format!("reset-{i}.log")),
+            )
+            .await?;
+        }
+        let log = run.path(&format!("host-recipe-{}.log", plan.name));
+        let applied =
+            cloud::guest_step(ssh, "host recipe apply", &format!("{} apply 2>&1", recipe_path(i)), Duration::from_secs(60), &log).await?;
+        let verify = ssh.exec(&format!("{} verify 2>&1", recipe_path(i)), Duration::from_secs(60)).await?;
+        let _ = std::fs::write(&log, format!("{applied}{}", verify.stdout));
+        if verify.status != 0 {
+            return Err(RunnerError::Recipe(verify.stdout));
+        }
+        timings.insert("host_recipe".to_owned(), t.elapsed().as_secs_f64() + if i == 0 { netplane_s } else { 0.0 });
+        progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+
+        let t = Instant::now();
+        if i == 0 {
+            cloud::build(plan, cloud_kind, &values, ssh, &run.dir, opts.templates.as_deref()).await?;
+            progress.phase(&format!(
+                "{}: {} cloud built (floating IP {}, instance {})",
+                plan.name,
+                cloud_kind.as_str(),
+                values.floating_ip,
+                values.fixed_ip
+            ));
+        }
+        for r in forward_rules(plan, &values) {
+            let out = ssh.exec(&format!("iptables -w -t nat -A {r}"), Duration::from_secs(30)).await?;
+            if out.status != 0 {
+                return Err(RunnerError::Recipe(format!("port forward `{r}`: {}", out.stderr)));
             }
         }
-        let r = checks::run_check(c, plan, &values, ssh, &run).await;
-        progress.phase(&format!("{}: {} {}: {:?} ({})", plan.name, if r.passed { "ok  " } else { "FAIL" }, r.name, r.outcome, r.observed.detail.lines().next().unwrap_or("")));
-        results.push(r);
-    }
-    timings.insert("checks".to_owned(), t.elapsed().as_secs_f64());
+        timings.insert("cloud".to_owned(), t.elapsed().as_secs_f64());
 
-    let raw = ssh.exec(netplane::script("collect-state.sh"), Duration::from_secs(60)).await?;
-    let _ = std::fs::write(run.path("state.txt"), &raw.stdout);
-    let state = normalize_state(&raw.stdout, &run.id, &values);
-    timings.insert("total".to_owned(), total.elapsed().as_secs_f64());
-    let result = ScenarioResult {
-        name: plan.name.clone(),
-        cloud: cloud_kind.as_str().into(),
-        image: plan.vm.image.clone(),
-        accel: booted.accel.accel.as_str().into(),
-        backend: booted.backend.into(),
-        passed: results.iter().all(|r| r.passed),
-        checks: results,
-        timings,
-        run_id: run.id.clone(),
-        run_dir: run.dir.clone(),
-        state,
-    };
-    let _ = std::fs::write(run.path("result.json"), serde_json::to_vec_pretty(&result).expect("serializable"));
-    Ok(result)
+        let t = Instant::now();
+        let mut checks_done = Vec::new();
+        for c in &plan.checks {
+            if let Some(action) = c.before {
+                let verb = match action {
+                    CloudAction::FipDisassociate => "fip-disassociate",
+                    CloudAction::FipAssociate => "fip-associate",
+                };
+                if cloud_kind == CloudKind::Replica {
+                    cloud::guest_step(
+                        ssh,
+                        verb,
+                        &format!("/usr/local/sbin/harness-replica {verb} 2>&1"),
+                        Duration::from_secs(60),
+                        &run.path(&format!("{verb}.log")),
+                    )
+                    .await?;
+                }
+            }
+            let r = checks::run_check(c, plan, &values, ssh, &run).await;
+            progress.phase(&format!(
+                "{}: {} {}: {:?} ({})",
+                plan.name,
+                if r.passed { "ok  " } else { "FAIL" },
+                r.name,
+                r.outcome,
+                r.observed.detail.lines().next().unwrap_or("")
+            ));
+            checks_done.push(r);
+        }
+        timings.insert("checks".to_owned(), t.elapsed().as_secs_f64());
+
+        let raw = ssh.exec(netplane::script("collect-state.sh"), Duration::from_secs(60)).await?;
+        let _ = std::fs::write(run.path(&format!("state-{}.txt", plan.name)), &raw.stdout);
+        let state = normalize_state(&raw.stdout, &run.id, &values);
+        timings.insert("total".to_owned(), total.elapsed().as_secs_f64() + if i == 0 { boot_s + netplane_s } else { 0.0 });
+        let result = ScenarioResult {
+            name: plan.name.clone(),
+            cloud: cloud_kind.as_str().into(),
+            image: plan.vm.image.clone(),
+            accel: booted.accel.accel.as_str().into(),
+            backend: booted.backend.into(),
+            passed: checks_done.iter().all(|r| r.passed),
+            checks: checks_done,
+            shared_vm: (i > 0).then(|| first.name.clone()),
+            timings,
+            run_id: run.id.clone(),
+            run_dir: run.dir.clone(),
+            state,
+        };
+        let _ = std::fs::write(run.path(&format!("result-{}.json", plan.name)), serde_json::to_vec_pretty(&result).expect("serializable"));
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// The guest's DNAT rules for a scenario's `[[forward]]`s (without -A/-D).
+fn forward_rules(plan: &Plan, v: &CloudValues) -> Vec<String> {
+    plan.forwards
+        .iter()
+        .map(|f| {
+            let to = checks::resolve(&f.to, Endpoint::Host, plan, v);
+            format!(
+                "PREROUTING -i {} -p {} --dport {} -j DNAT --to-destination {to}:{}",
+                plan.world.guest_nic, f.protocol, f.public_port, f.port
+            )
+        })
+        .collect()
 }
 
 /// The part of a result that a snapshot records: no timings, ids or machine facts.

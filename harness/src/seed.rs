@@ -26,7 +26,9 @@ impl SeedBuilder for IsoSeed {
     fn build(&self, rendered: &Rendered, dir: &Path) -> Result<PathBuf, SeedError> {
         let files = dir.join("seed");
         std::fs::create_dir_all(&files).map_err(|source| SeedError::Io { path: files.clone(), source })?;
-        for (name, text) in [("user-data", &rendered.user_data), ("meta-data", &rendered.meta_data), ("network-config", &rendered.network_config)] {
+        for (name, text) in
+            [("user-data", &rendered.user_data), ("meta-data", &rendered.meta_data), ("network-config", &rendered.network_config)]
+        {
             let p = files.join(name);
             std::fs::write(&p, text).map_err(|source| SeedError::Io { path: p, source })?;
         }
@@ -39,7 +41,11 @@ impl SeedBuilder for IsoSeed {
             .arg(files.join("meta-data"))
             .arg(files.join("network-config"))
             .output()
-            .map_err(|e| SeedError::Tool { tool: "genisoimage".into(), detail: e.to_string(), fix: "apt-get install genisoimage".into() })?;
+            .map_err(|e| SeedError::Tool {
+                tool: "genisoimage".into(),
+                detail: e.to_string(),
+                fix: "apt-get install genisoimage".into(),
+            })?;
         if !out.status.success() {
             return Err(SeedError::Tool {
                 tool: "genisoimage".into(),

@@ -7,6 +7,7 @@
 #   harness-host-recipe apply    make it so (idempotent: a second apply changes nothing)
 #   harness-host-recipe verify   check it is so; exit 1 naming each difference
 #   harness-host-recipe revert   undo what apply did, leaving the host as it was
+#   harness-host-recipe revert-rules  undo only the iptables rules and ip_forward
 #
 # A part that the scenario switches off is not applied, and verify checks it is absent.
 set -euo pipefail
@@ -33,6 +34,22 @@ has_rule() { # table, rule...
     iptables -w -t "$table" -C $* 2>/dev/null
 }
 
+# The device holding the bridge's address: the bridge itself, or the OVS bridge
+# DevStack made it a port of (it moves the address there); empty when none.
+bridge_addr_holder() {
+    local dev
+    for dev in "$BRIDGE" $(ovs-vsctl port-to-br "$BRIDGE" 2>/dev/null); do
+        if ip -4 -o addr show dev "$dev" 2>/dev/null | grep -qw "$BRIDGE_ADDR"; then
+            echo "$dev"
+            return
+        fi
+    done
+}
+
+bridge_ok() {
+    ip -o link show dev "$BRIDGE" up 2>/dev/null | grep -q . && [ -n "$(bridge_addr_holder)" ]
+}
+
 apply() {
     mkdir -p "$(dirname "$STATE")"
     if [ ! -e "$STATE" ]; then
@@ -46,7 +63,10 @@ apply() {
     fi
     if $MAKE_BRIDGE; then
         ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-        ip addr replace "$BRIDGE_ADDR" dev "$BRIDGE"
+        # Once DevStack has moved the address to its OVS bridge, it stays there.
+        if [ -z "$(bridge_addr_holder)" ]; then
+            ip addr replace "$BRIDGE_ADDR" dev "$BRIDGE"
+        fi
         ip link set "$BRIDGE" up
     fi
     if $IP_FORWARD; then
@@ -77,13 +97,31 @@ verify() {
         fi
     }
     expect "lo address $PUBLIC_IP/32" "$LO_PUBLIC_IP" sh -c "ip -4 -o addr show dev lo | grep -qw '$PUBLIC_IP/32'"
-    expect "bridge $BRIDGE up with $BRIDGE_ADDR" "$MAKE_BRIDGE" sh -c "ip -4 -o addr show dev $BRIDGE up | grep -qw '$BRIDGE_ADDR'"
+    expect "bridge $BRIDGE up, $BRIDGE_ADDR on it (or moved to its OVS bridge)" "$MAKE_BRIDGE" bridge_ok
     expect "net.ipv4.ip_forward=1" "$IP_FORWARD" sh -c "[ \"\$(sysctl -n net.ipv4.ip_forward)\" = 1 ]"
     for rule in "${forward_rules[@]}"; do
         expect "filter rule '$rule'" "$FORWARD" has_rule filter $rule
     done
     expect "nat rule '$nat_rule'" "$MASQUERADE" has_rule nat $nat_rule
     return $bad
+}
+
+# Only the rules and forwarding, for a VM shared by scenarios whose recipes differ
+# in nothing else.
+revert_rules() {
+    if $MASQUERADE; then
+        # shellcheck disable=SC2086
+        while has_rule nat $nat_rule; do iptables -w -t nat -D $nat_rule; done
+    fi
+    if $FORWARD; then
+        for rule in "${forward_rules[@]}"; do
+            # shellcheck disable=SC2086
+            while has_rule filter $rule; do iptables -w -D $rule; done
+        done
+    fi
+    if $IP_FORWARD && [ -e "$STATE" ]; then
+        sysctl -qw net.ipv4.ip_forward="$(sed -n 's/^ip_forward=//p' "$STATE")"
+    fi
 }
 
 revert() {
@@ -122,5 +160,6 @@ case "${1:-}" in
     apply) apply ;;
     verify) verify ;;
     revert) revert ;;
-    *) echo "usage: $0 apply|verify|revert" >&2; exit 2 ;;
+    revert-rules) revert_rules ;;
+    *) echo "usage: $0 apply|verify|revert|revert-rules" >&2; exit 2 ;;
 esac

@@ -38,7 +38,9 @@ fn ensure_image() {
 
 fn runs_dir() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    std::env::var_os("HARNESS_RUNS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(home).join(".local/state/devstack-harness/runs"))
+    std::env::var_os("HARNESS_RUNS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(home).join(".local/state/devstack-harness/runs"))
 }
 
 /// Everything of run `id` still present on the machine.
@@ -118,7 +120,8 @@ fn gc_after_sigkill_mid_boot() {
         return;
     }
     ensure_image();
-    let mut child = harness().args(["up", "--keep", "--backend", "qemu"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("harness up");
+    let mut child =
+        harness().args(["up", "--keep", "--backend", "qemu"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("harness up");
     let pid = child.id();
     // Wait until the run recorded its VM (QEMU started), then kill the harness.
     let start = Instant::now();
@@ -147,7 +150,11 @@ fn gc_after_sigkill_mid_boot() {
 /// The cached default image's kernel, which the accelerator probe boots.
 fn image_kernel() -> PathBuf {
     ensure_image();
-    harness::image::list(&harness::image::cache_root()).into_iter().rev().find_map(|i| i.kernel).expect("the default image has a kernel beside it")
+    harness::image::list(&harness::image::cache_root())
+        .into_iter()
+        .rev()
+        .find_map(|i| i.kernel)
+        .expect("the default image has a kernel beside it")
 }
 
 #[test]
@@ -157,7 +164,8 @@ fn accel_probe_boots_a_kernel_under_tcg() {
     }
     let kernel = image_kernel();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(harness::accel::probe(harness::accel::Accel::Tcg, &kernel, Duration::from_secs(60))).expect("the probe kernel reaches its panic under TCG");
+    rt.block_on(harness::accel::probe(harness::accel::Accel::Tcg, &kernel, Duration::from_secs(60)))
+        .expect("the probe kernel reaches its panic under TCG");
     // auto never fails; when it picks TCG it says why in one line.
     let d = rt.block_on(harness::accel::decide(harness::accel::AccelChoice::Auto, Some(&kernel))).expect("auto decides");
     if d.accel == harness::accel::Accel::Tcg {

@@ -27,7 +27,9 @@ fn can_boot() -> bool {
 /// The host namespace's addresses, routes and rules.
 fn host_state() -> String {
     let mut s = String::new();
-    for args in [&["ip", "-o", "addr"][..], &["ip", "route", "show", "table", "all"][..], &["iptables-save"][..], &["nft", "list", "ruleset"][..]] {
+    for args in
+        [&["ip", "-o", "addr"][..], &["ip", "route", "show", "table", "all"][..], &["iptables-save"][..], &["nft", "list", "ruleset"][..]]
+    {
         if let Ok(o) = Command::new(args[0]).args(&args[1..]).output() {
             for l in String::from_utf8_lossy(&o.stdout).lines() {
                 if l.starts_with('#') {
@@ -48,21 +50,32 @@ fn scenarios_end_to_end() {
     if !can_boot() {
         return;
     }
+    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).expect("repo root");
     let before = host_state();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let opts = BootOptions { backend: BackendChoice::Qemu, ..BootOptions::default() };
-    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).expect("repo root");
+    let mut paths: Vec<_> = std::fs::read_dir("scenarios").expect("scenarios").flatten().map(|e| e.path()).collect();
+    paths.sort();
+    let plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).expect("scenario")).collect();
+    // As `harness run` does: scenarios that can share a VM share it.
+    let mut results = std::collections::HashMap::new();
+    for group in runner::groups(&plans, |p| p.cloud) {
+        let rs = rt.block_on(runner::run_group(&group, group[0].cloud, &opts, &Progress::new(false))).unwrap_or_else(|e| panic!("{e}"));
+        for r in rs {
+            results.insert(r.name.clone(), r);
+        }
+    }
+    assert_eq!(host_state(), before, "the host's own addresses, routes or rules changed");
     insta::glob!("../../scenarios", "*.toml", |path| {
-        let plan = scenario::load(path).expect("scenario");
-        let result = rt.block_on(runner::run_scenario(&plan, plan.cloud, &opts, &Progress::new(false))).unwrap_or_else(|e| panic!("{}: {e}", plan.name));
-        if plan.name == "instance-egress" {
+        let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        let result = &results[&name];
+        if name == "instance-egress" {
             let tcp = result.checks.iter().find(|c| c.port == Some(80)).expect("the TCP egress check");
             assert_eq!(tcp.observed.seen_as.as_deref(), Some("203.0.113.10"), "the responder must see the public IP");
         }
-        assert!(result.passed, "{}: a check did not match; run directory {}", plan.name, result.run_dir.display());
+        assert!(result.passed, "{name}: a check did not match; run directory {}", result.run_dir.display());
         insta::with_settings!({snapshot_path => "../../snapshots/scenarios", prepend_module_to_snapshot => false, omit_expression => true, snapshot_suffix => ""}, {
-            insta::assert_snapshot!(plan.name.clone(), runner::snapshot_text(&result));
+            insta::assert_snapshot!(name.clone(), runner::snapshot_text(result));
         });
     });
-    assert_eq!(host_state(), before, "the host's own addresses, routes or rules changed");
 }

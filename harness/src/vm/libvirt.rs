@@ -141,12 +141,19 @@ impl DomainXml {
             .child(Element::new("vcpu").text(self.vcpus.to_string()))
             .child(os)
             .child(Element::new("features").child(Element::new("acpi")))
-            .child(Element::new("cpu").attr("mode", "custom").attr("match", "exact").child(Element::new("model").attr("fallback", "allow").text(CPU_MODEL)))
+            .child(
+                Element::new("cpu")
+                    .attr("mode", "custom")
+                    .attr("match", "exact")
+                    .child(Element::new("model").attr("fallback", "allow").text(CPU_MODEL)),
+            )
             .child(Element::new("on_poweroff").text("destroy"))
             .child(Element::new("on_reboot").text("destroy"))
             .child(Element::new("on_crash").text("destroy"))
             .child(devices)
-            .child(Element::new("qemu:commandline").children(self.qemu_args.iter().map(|a| Element::new("qemu:arg").attr("value", a.clone()))))
+            .child(
+                Element::new("qemu:commandline").children(self.qemu_args.iter().map(|a| Element::new("qemu:arg").attr("value", a.clone()))),
+            )
     }
 
     pub fn to_xml(&self) -> String {

@@ -170,7 +170,12 @@ pub fn disk_args(d: &Disk, slot: Option<u8>) -> Vec<String> {
         DiskBus::Nvme => format!("nvme,drive={},serial={}", d.id, d.id),
         DiskBus::Virtio => format!("virtio-blk-pci,drive={}", d.id),
     };
-    vec!["-drive".into(), format!("if=none,id={},file={},format={}{ro}{cache}", d.id, d.path.display(), d.format), "-device".into(), device + &at(slot)]
+    vec![
+        "-drive".into(),
+        format!("if=none,id={},file={},format={}{ro}{cache}", d.id, d.path.display(), d.format),
+        "-device".into(),
+        device + &at(slot),
+    ]
 }
 
 /// User-mode networking with `restrict=on`: the guest cannot reach anything through
