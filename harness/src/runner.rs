@@ -87,7 +87,7 @@ fn share_key(plan: &Plan, kind: CloudKind) -> String {
 }
 
 /// Group `plans` by [`share_key`], keeping the order of first appearance.
-pub fn groups<'a>(plans: &'a [Plan], kind: impl Fn(&Plan) -> CloudKind) -> Vec<Vec<&'a Plan>> {
+pub fn groups(plans: &[Plan], kind: impl Fn(&Plan) -> CloudKind) -> Vec<Vec<&Plan>> {
     let mut out: Vec<(String, Vec<&Plan>)> = Vec::new();
     for p in plans {
         let key = share_key(p, kind(p));

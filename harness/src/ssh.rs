@@ -134,25 +134,25 @@ impl Ssh {
             let mut buf = [0u8; 8192];
             let result = loop {
                 let mut progressed = false;
-                match ch.read(&mut buf) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        on_output(&String::from_utf8_lossy(&buf[..n]));
-                        out.extend_from_slice(&buf[..n]);
-                        progressed = true;
+                let mut failed = None;
+                // Stream 0 is stdout, 1 is stderr; a non-blocking read may have nothing yet.
+                for (stream, sink) in [(0, &mut out), (1, &mut err)] {
+                    match ch.stream(stream).read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            on_output(&String::from_utf8_lossy(&buf[..n]));
+                            sink.extend_from_slice(&buf[..n]);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            failed = Some(proto(e));
+                            break;
+                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => break Err(proto(e)),
                 }
-                match ch.stderr().read(&mut buf) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        on_output(&String::from_utf8_lossy(&buf[..n]));
-                        err.extend_from_slice(&buf[..n]);
-                        progressed = true;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => break Err(proto(e)),
+                if let Some(e) = failed {
+                    break Err(e);
                 }
                 if ch.eof() && !progressed {
                     break Ok(());

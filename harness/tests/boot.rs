@@ -13,18 +13,10 @@ fn harness() -> Command {
     c
 }
 
+mod common;
+
 fn can_boot() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: booting VMs needs root (namespaces, taps)");
-        return false;
-    }
-    for (tool, pkg) in [("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("genisoimage", "genisoimage")] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIP: {tool} is not installed (apt-get install {pkg})");
-            return false;
-        }
-    }
-    true
+    common::can_boot(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("genisoimage", "genisoimage")])
 }
 
 fn ensure_image() {

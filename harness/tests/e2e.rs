@@ -10,18 +10,10 @@ use harness::scenario;
 use harness::vm::BackendChoice;
 use std::process::Command;
 
+mod common;
+
 fn can_boot() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: end-to-end runs need root (namespaces, taps)");
-        return false;
-    }
-    for (tool, pkg) in [("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("ping", "iputils-ping")] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIP: {tool} is not installed (apt-get install {pkg})");
-            return false;
-        }
-    }
-    true
+    common::can_boot(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("ping", "iputils-ping")])
 }
 
 /// The host namespace's addresses, routes and rules.
