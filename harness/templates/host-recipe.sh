@@ -119,30 +119,17 @@ revert_rules() {
             while has_rule filter $rule; do iptables -w -D $rule; done
         done
     fi
-    if $IP_FORWARD && [ -e "$STATE" ]; then
-        sysctl -qw net.ipv4.ip_forward="$(sed -n 's/^ip_forward=//p' "$STATE")"
+    local ip_forward=""
+    [ -e "$STATE" ] && ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
+    if $IP_FORWARD && [ -n "$ip_forward" ]; then
+        sysctl -qw net.ipv4.ip_forward="$ip_forward"
     fi
 }
 
 revert() {
-    if $MASQUERADE; then
-        # shellcheck disable=SC2086
-        while has_rule nat $nat_rule; do iptables -w -t nat -D $nat_rule; done
-    fi
-    if $FORWARD; then
-        for rule in "${forward_rules[@]}"; do
-            # shellcheck disable=SC2086
-            while has_rule filter $rule; do iptables -w -D $rule; done
-        done
-    fi
-    local ip_forward="" bridge_existed=false
-    if [ -e "$STATE" ]; then
-        ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
-        bridge_existed=$(sed -n 's/^bridge_existed=//p' "$STATE")
-    fi
-    if $IP_FORWARD && [ -n "$ip_forward" ]; then
-        sysctl -qw net.ipv4.ip_forward="$ip_forward"
-    fi
+    revert_rules
+    local bridge_existed=false
+    [ -e "$STATE" ] && bridge_existed=$(sed -n 's/^bridge_existed=//p' "$STATE")
     if $MAKE_BRIDGE; then
         if [ "$bridge_existed" = true ]; then
             ip addr del "$BRIDGE_ADDR" dev "$BRIDGE" 2>/dev/null || true
