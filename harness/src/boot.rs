@@ -142,7 +142,7 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     let backend = Backend::choose(opts.backend, &opts.connect).await?;
 
     let overlay = run.path("disk.qcow2");
-    image::overlay(&image, &overlay)?;
+    image::overlay(&image, &overlay, plan.vm.disk_gib)?;
     let seed = IsoSeed.build(&rendered, &run.dir)?;
     mark("prepared", &mut timings);
 

@@ -50,7 +50,7 @@ pub fn resolve(t: &Target, from: Endpoint, plan: &Plan, v: &CloudValues) -> Ipv4
     }
 }
 
-const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
+pub const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
 
 pub async fn install_probe(ssh: &Ssh) -> Result<(), crate::ssh::SshError> {
     ssh.upload(script("probe.py").as_bytes().to_vec(), GUEST_PROBE, 0o755).await
@@ -108,8 +108,8 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: 
             }
         }
         Endpoint::Host | Endpoint::Instance => {
-            let prefix = if c.from == Endpoint::Instance { format!("ip netns exec {} ", v.instance_ns) } else { String::new() };
-            let cmd = format!("{prefix}{GUEST_PROBE} {}", probe_args(c, addr, None).join(" "));
+            let probe = if c.from == Endpoint::Instance { v.instance_probe.as_str() } else { GUEST_PROBE };
+            let cmd = format!("{probe} {}", probe_args(c, addr, None).join(" "));
             match ssh.exec(&cmd, budget).await {
                 Ok(o) => parse_probe(&format!("{}{}", o.stdout, o.stderr)),
                 Err(e) => (Expect::Unreachable, format!("SSH: {e}")),

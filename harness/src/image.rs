@@ -507,7 +507,9 @@ pub fn verify_sha256(file: &str, expected: &str, found: &str, path: &Path) -> Re
 }
 
 /// A per-run copy-on-write overlay on the base image; the base is never written.
-pub fn overlay(image: &Image, dest: &Path) -> Result<(), ImageError> {
+/// Its virtual size is the larger of the image's and `min_gib` (cloud-init's
+/// growpart, where the image runs it, grows the root filesystem to match).
+pub fn overlay(image: &Image, dest: &Path, min_gib: u32) -> Result<(), ImageError> {
     run_tool(
         "qemu-img create (overlay)",
         "apt-get install qemu-utils",
@@ -515,7 +517,7 @@ pub fn overlay(image: &Image, dest: &Path) -> Result<(), ImageError> {
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
             .arg(&image.disk)
             .arg(dest)
-            .arg(format!("{}G", image.disk_gib)),
+            .arg(format!("{}G", image.disk_gib.max(min_gib))),
     )?;
     Ok(())
 }

@@ -120,6 +120,36 @@ struct VmArgs {
     /// Directory of image recipes (default: ./images, else the embedded recipes).
     #[arg(long)]
     images: Option<PathBuf>,
+    /// Boot this image instead of the one each scenario names.
+    #[arg(long)]
+    image: Option<String>,
+    /// Guest memory in MiB instead of the scenario's (real DevStack wants 8192 or more).
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<u32>,
+    /// Guest CPUs instead of the scenario's.
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Guest disk size in GiB instead of the scenario's (real DevStack wants 40 or more).
+    #[arg(long, value_name = "GIB")]
+    disk_gib: Option<u32>,
+}
+
+impl VmArgs {
+    /// The command line's VM settings win over the scenario's.
+    fn apply(&self, plan: &mut scenario::Plan) {
+        if let Some(i) = &self.image {
+            plan.vm.image.clone_from(i);
+        }
+        if let Some(m) = self.memory_mib {
+            plan.vm.memory_mib = m;
+        }
+        if let Some(c) = self.cpus {
+            plan.vm.cpus = c;
+        }
+        if let Some(d) = self.disk_gib {
+            plan.vm.disk_gib = d;
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -228,7 +258,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn up(scenario_path: Option<&Path>, keep: bool, vm: &VmArgs, templates: Option<&Path>) -> Result<u8, Failure> {
-    let plan = load_plan(scenario_path)?;
+    let mut plan = load_plan(scenario_path)?;
+    vm.apply(&mut plan);
     let opts = boot_options(vm, templates);
     let progress = Progress::new(false);
     let mut run = Run::create(&plan.name).map_err(infra)?;
@@ -273,7 +304,8 @@ fn run_scenarios(
         paths.sort();
     }
     // Every scenario is validated before anything boots.
-    let plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let mut plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    plans.iter_mut().for_each(|p| vm.apply(p));
     let opts = boot_options(vm, templates);
     let progress = Progress::new(matches!(format, Format::Json));
     let kind_of = |plan: &scenario::Plan| match cloud {
@@ -440,7 +472,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Image { command } => image_cmd(command),
         Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
             let opts = boot_options(&vm, templates.as_deref());
-            let plan = load_plan(None)?;
+            let mut plan = load_plan(None)?;
+            vm.apply(&mut plan);
             let report = runtime().block_on(bench::boot(&plan, &opts, runs)).map_err(infra)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),

@@ -112,3 +112,65 @@ fn start_responder(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), Ru
     }
     Err(RunError::Command { what: "responder".into(), detail: format!("not ready after 5 s; see {}", run.path("responder.log").display()) })
 }
+
+fn uplink_if(id: &str) -> String {
+    format!("dh{id}u0")
+}
+
+/// QEMU-style user-mode networking's address for the uplink's DNS (slirp4netns).
+pub const UPLINK_DNS: &str = "10.0.2.3";
+
+/// Give the cloud edge a way out for the devstack cloud, which must fetch DevStack's
+/// sources: slirp4netns in the edge namespace (user-mode networking, so nothing
+/// changes in the host's own namespace), guest traffic to it masqueraded inside the
+/// edge, and DNS asked of the guest's gateway forwarded to slirp's resolver. Never
+/// used by the replica: there the guest reaches nothing but harness namespaces.
+/// `host_loopback` lets the edge reach the host's 127.0.0.1 as 10.0.2.2 (tests only).
+pub fn uplink(plan: &Plan, run: &mut Run, host_loopback: bool) -> Result<(), RunError> {
+    let edge = run::edge_netns(&run.id);
+    let ifname = uplink_if(&run.id);
+    let log = run.path("slirp4netns.log");
+    let file = std::fs::File::create(&log).map_err(|source| RunError::Io { path: log.clone(), source })?;
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args(["--configure", "--mtu=65520", "--netns-type=path"]);
+    if !host_loopback {
+        cmd.arg("--disable-host-loopback");
+    }
+    let child = cmd
+        .arg(format!("/run/netns/{edge}"))
+        .arg(&ifname)
+        .stdout(file.try_clone().map_err(|source| RunError::Io { path: log.clone(), source })?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| RunError::Command { what: "slirp4netns".into(), detail: format!("{e} (apt-get install slirp4netns)") })?;
+    run.record.helpers.push(child.id() as i32);
+    run.save()?;
+    // Ready when its interface has its address in the edge namespace.
+    let ready = (0..100).any(|_| {
+        let up = Command::new("ip")
+            .args(["netns", "exec", &edge, "ip", "-4", "-o", "addr", "show", "dev", &ifname])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("inet "));
+        if !up {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        up
+    });
+    if !ready {
+        return Err(RunError::Command {
+            what: "slirp4netns".into(),
+            detail: format!("no address on {ifname} in {edge} after 5 s; see {}", log.display()),
+        });
+    }
+    // Before the 1:1 SNAT, which would otherwise claim this traffic too.
+    ipt(&edge, "uplink MASQUERADE", &["-t", "nat", "-I", "POSTROUTING", "1", "-o", &ifname, "-j", "MASQUERADE"])?;
+    let gw = plan.world.guest_gateway.to_string();
+    for proto in ["udp", "tcp"] {
+        ipt(
+            &edge,
+            "uplink DNS",
+            &["-t", "nat", "-A", "PREROUTING", "-d", &gw, "-p", proto, "--dport", "53", "-j", "DNAT", "--to-destination", UPLINK_DNS],
+        )?;
+    }
+    Ok(())
+}

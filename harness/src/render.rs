@@ -18,7 +18,8 @@ pub const NETWORK_CONFIG: &str = "cloud-init/network-config.yaml";
 pub const HOST_RECIPE: &str = "host-recipe.sh";
 pub const LOCAL_CONF: &str = "local.conf";
 pub const REPLICA: &str = "replica.sh";
-const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA];
+pub const DEVSTACK: &str = "devstack.sh";
+const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA, DEVSTACK];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

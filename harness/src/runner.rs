@@ -135,9 +135,13 @@ pub async fn run_group(
     let ssh = &booted.ssh;
     let t = Instant::now();
     netplane::build(first, plans, &mut run)?;
+    if cloud_kind == CloudKind::Devstack {
+        // DevStack fetches its sources: the edge gets a user-mode uplink (never for the replica).
+        netplane::uplink(first, &mut run, false)?;
+    }
     let netplane_s = t.elapsed().as_secs_f64();
     checks::install_probe(ssh).await?;
-    let values = CloudValues::from_local_conf(&booted.rendered.local_conf, first, &run.id)?;
+    let mut values = CloudValues::from_local_conf(&booted.rendered.local_conf, first, &run.id, cloud_kind)?;
     let renderer = crate::render::Renderer::new(opts.templates.as_deref())
         .map_err(|e| CloudError::Template("host-recipe.sh".into(), e.to_string()))?;
     let keys = crate::keys::RunKeys::from_seed(0).map_err(|e| CloudError::Template("keys".into(), e.to_string()))?;
@@ -160,9 +164,6 @@ pub async fn run_group(
             let mut reset = vec![format!("{} revert-rules", recipe_path(i - 1))];
             reset.extend(forward_rules(prev, &values).iter().map(|r| format!("iptables -w -t nat -D {r}")));
             reset.push("conntrack -F >/dev/null 2>&1; true".into());
-            if cloud_kind == CloudKind::Replica {
-                reset.push("/usr/local/sbin/harness-replica fip-associate".into());
-            }
             cloud::guest_step(
                 ssh,
                 "reset between scenarios",
@@ -171,6 +172,7 @@ pub async fn run_group(
                 &run.path(&format!("reset-{i}.log")),
             )
             .await?;
+            cloud::floating_ip(ssh, &values, "fip-associate", &run.path(&format!("reset-{i}-fip.log"))).await?;
         }
         let log = run.path(&format!("host-recipe-{}.log", plan.name));
         let applied =
@@ -185,7 +187,8 @@ pub async fn run_group(
 
         let t = Instant::now();
         if i == 0 {
-            cloud::build(plan, cloud_kind, &values, ssh, &run.dir, opts.templates.as_deref()).await?;
+            let site = cloud::Site { ssh, run_dir: &run.dir, run_id: &run.id, templates: opts.templates.as_deref(), progress };
+            cloud::build(plan, cloud_kind, &mut values, &site).await?;
             progress.phase(&format!(
                 "{}: {} cloud built (floating IP {}, instance {})",
                 plan.name,
@@ -210,16 +213,7 @@ pub async fn run_group(
                     CloudAction::FipDisassociate => "fip-disassociate",
                     CloudAction::FipAssociate => "fip-associate",
                 };
-                if cloud_kind == CloudKind::Replica {
-                    cloud::guest_step(
-                        ssh,
-                        verb,
-                        &format!("/usr/local/sbin/harness-replica {verb} 2>&1"),
-                        Duration::from_secs(60),
-                        &run.path(&format!("{verb}.log")),
-                    )
-                    .await?;
-                }
+                cloud::floating_ip(ssh, &values, verb, &run.path(&format!("{verb}.log"))).await?;
             }
             let r = checks::run_check(c, plan, &values, ssh, &run).await;
             progress.phase(&format!(

@@ -8,56 +8,35 @@ use harness::scenario;
 use std::path::Path;
 use std::process::{Command, Output};
 
-struct Netns(String);
+mod common;
+use common::Netns;
 
-impl Netns {
-    fn create(tag: &str) -> Option<Netns> {
-        let name = format!("dh-test-{tag}-{}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output().ok()?;
-        if !out.status.success() {
-            eprintln!("SKIP: cannot create a network namespace (needs root and iproute2): {}", String::from_utf8_lossy(&out.stderr).trim());
-            return None;
-        }
-        Some(Netns(name))
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().expect("ip netns exec")
-    }
-
-    /// Everything the recipe may touch, normalized for comparison.
-    fn state(&self) -> String {
-        let mut s = String::new();
-        for args in [
-            &["ip", "-o", "addr", "show"][..],
-            &["ip", "-o", "link", "show"][..],
-            &["ip", "route", "show", "table", "all"][..],
-            &["sysctl", "net.ipv4.ip_forward"][..],
-            &["iptables-save"][..],
-        ] {
-            let out = self.exec(args);
-            let text = String::from_utf8_lossy(&out.stdout);
-            for line in text.lines() {
-                // iptables-save: keep rules, custom chains and non-default policies;
-                // drop comments (timestamps), counters and the empty tables that
-                // merely listing them creates.
-                let line = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
-                let is_default_chain = line.starts_with(':') && line.ends_with(" ACCEPT");
-                if line.starts_with('#') || line.starts_with('*') || line == "COMMIT" || is_default_chain {
-                    continue;
-                }
-                s.push_str(line);
-                s.push('\n');
+/// Everything the recipe may touch, normalized for comparison.
+fn state(ns: &Netns) -> String {
+    let mut s = String::new();
+    for args in [
+        &["ip", "-o", "addr", "show"][..],
+        &["ip", "-o", "link", "show"][..],
+        &["ip", "route", "show", "table", "all"][..],
+        &["sysctl", "net.ipv4.ip_forward"][..],
+        &["iptables-save"][..],
+    ] {
+        let out = ns.exec(args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            // iptables-save: keep rules, custom chains and non-default policies;
+            // drop comments (timestamps), counters and the empty tables that
+            // merely listing them creates.
+            let line = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
+            let is_default_chain = line.starts_with(':') && line.ends_with(" ACCEPT");
+            if line.starts_with('#') || line.starts_with('*') || line == "COMMIT" || is_default_chain {
+                continue;
             }
+            s.push_str(line);
+            s.push('\n');
         }
-        s
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    s
 }
 
 fn tools_present() -> bool {
@@ -98,14 +77,14 @@ fn apply_verify_revert(scenario_file: &str, tag: &str, must_see: &[&str], must_n
     let state_file = dir.path().join("state");
     // Every real host has lo up; a fresh namespace does not.
     assert!(ns.exec(&["ip", "link", "set", "lo", "up"]).status.success());
-    let before = ns.state();
+    let before = state(&ns);
 
     let o = run(&ns, &recipe, &state_file, "verify");
     assert!(!o.status.success(), "verify must fail before apply:\n{}", text(&o));
 
     let o = run(&ns, &recipe, &state_file, "apply");
     assert!(o.status.success(), "apply failed:\n{}", text(&o));
-    let applied = ns.state();
+    let applied = state(&ns);
     for s in must_see {
         assert!(applied.contains(s), "after apply, expected {s:?} in:\n{applied}");
     }
@@ -117,11 +96,11 @@ fn apply_verify_revert(scenario_file: &str, tag: &str, must_see: &[&str], must_n
 
     let o = run(&ns, &recipe, &state_file, "apply");
     assert!(o.status.success(), "second apply failed:\n{}", text(&o));
-    assert_eq!(ns.state(), applied, "a second apply changed the namespace");
+    assert_eq!(state(&ns), applied, "a second apply changed the namespace");
 
     let o = run(&ns, &recipe, &state_file, "revert");
     assert!(o.status.success(), "revert failed:\n{}", text(&o));
-    assert_eq!(ns.state(), before, "revert did not restore the namespace");
+    assert_eq!(state(&ns), before, "revert did not restore the namespace");
 }
 
 #[test]

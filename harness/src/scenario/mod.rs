@@ -562,6 +562,30 @@ impl Validator {
                 "expected either `local_conf` (your own file, used as is) or `values`/`extra` (added to the template), not both",
             );
         }
+        let d = &f.devstack;
+        for (key, url) in
+            [("git_base", Some(&d.git_base)), ("pip_index_url", d.pip_index_url.as_ref()), ("apt_mirror", d.apt_mirror.as_ref())]
+        {
+            // These go into a shell script in the guest: a URL and nothing a shell would read.
+            let ok = |u: &str| {
+                (u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://"))
+                    && u.chars().all(|c| c.is_ascii_alphanumeric() || "-._~:/?#[]@!&+,;=%".contains(c))
+            };
+            if let Some(u) = url.filter(|u| !ok(u)) {
+                self.fail(p(&["devstack", key]), format!("expected an http(s):// or file:// URL without quotes or spaces, found {u:?}"));
+            }
+        }
+        if d.branch.is_empty() || !d.branch.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c)) {
+            self.fail(p(&["devstack", "branch"]), format!("expected a git branch name, found {:?}", d.branch));
+        }
+        for (key, v) in [("instance_image", &d.instance_image), ("instance_user", &d.instance_user)] {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                self.fail(p(&["devstack", key]), format!("expected a name of letters, digits, '-', '.', '_', found {v:?}"));
+            }
+        }
+        if d.stack_timeout_min == 0 {
+            self.fail(p(&["devstack", "stack_timeout_min"]), "expected a number of minutes above 0");
+        }
         if f.vm.memory_mib < 256 {
             self.fail(p(&["vm", "memory_mib"]), format!("expected at least 256 MiB, found {}", f.vm.memory_mib));
         }

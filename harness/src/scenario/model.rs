@@ -184,6 +184,16 @@ pub struct DevstackSpec {
     pub extra: String,
     /// The user's own local.conf (relative to the scenario file) used instead of the template.
     pub local_conf: Option<String>,
+    /// For air-gapped sites: a pip index (written to /etc/pip.conf in the guest).
+    pub pip_index_url: Option<String>,
+    /// For air-gapped sites: an apt mirror replacing the guest image's archive URLs.
+    pub apt_mirror: Option<String>,
+    /// How long stack.sh may take, in minutes.
+    pub stack_timeout_min: u32,
+    /// The image the instance boots from: the first Glance image whose name starts so.
+    pub instance_image: String,
+    /// The instance's login user (CirrOS: cirros).
+    pub instance_user: String,
 }
 
 impl Default for DevstackSpec {
@@ -196,6 +206,11 @@ impl Default for DevstackSpec {
             values: BTreeMap::new(),
             extra: String::new(),
             local_conf: None,
+            pip_index_url: None,
+            apt_mirror: None,
+            stack_timeout_min: 90,
+            instance_image: "cirros".into(),
+            instance_user: "cirros".into(),
         }
     }
 }
