@@ -33,6 +33,9 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_seen_as: Option<String>,
     pub observed: Observed,
+    /// The line of the check in its scenario file.
+    #[serde(skip)]
+    pub line: usize,
 }
 
 /// The address a target names, seen from `from`.
@@ -133,5 +136,6 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: 
         passed: outcome == c.expect && seen_ok,
         expected_seen_as,
         observed: Observed { seen_as, detail },
+        line: c.line,
     }
 }

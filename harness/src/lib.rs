@@ -18,6 +18,7 @@ pub mod localconf;
 pub mod netplane;
 pub mod progress;
 pub mod render;
+pub mod report;
 pub mod run;
 pub mod runner;
 pub mod scenario;

@@ -1,11 +1,13 @@
 //! The `harness` command: a thin layer over the library. Exit codes: 0 all as
 //! expected, 1 a lint error (or, later, a failed check), 2 bad input.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use harness::accel::AccelChoice;
 use harness::boot::{self, BootOptions, TeardownGuard};
 use harness::progress::Progress;
+use harness::report::{InfraFailure, Summary};
 use harness::run::Run;
+use harness::runner::Keep;
 use harness::vm::BackendChoice;
 use harness::{bench, doctor, image, keys::RunKeys, localconf, render::Renderer, scenario};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,12 @@ struct Cli {
     /// Directory whose templates override the embedded ones (same relative names).
     #[arg(long, global = true, value_name = "DIR")]
     templates: Option<PathBuf>,
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more: each step's details and where its logs went.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,9 +66,33 @@ enum Command {
         cloud: Option<CloudArg>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also write the results as JUnit XML (a test case per check).
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// Rerun a scenario whose infrastructure failed (never one whose check
+        /// failed) up to N times; a pass after a retry is reported as flaky.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        retries: u32,
+        /// Whether the VM stays up after the run, for `harness ssh`.
+        #[arg(long, value_enum, default_value_t = Keep::Never)]
+        keep: Keep,
+        #[command(flatten)]
+        select: Select,
         #[command(flatten)]
         vm: VmArgs,
     },
+    /// List the scenarios (all of scenarios/ when none is named) and the VM each shares.
+    List {
+        scenarios: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) of harness, or of one of its commands.
+    Man { command: Option<String> },
     /// Boot a scenario's VM and wait until SSH works and cloud-init is done.
     Up {
         /// Scenario file (the default world when omitted).
@@ -106,6 +138,25 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Args, Clone)]
+struct Select {
+    /// Run only shard I of N (1-based); scenarios that share a VM stay in one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("expected I/N such as 1/3, found {s:?}"))?;
+    let (i, n): (usize, usize) = (
+        i.parse().map_err(|_| format!("expected a number, found {i:?}"))?,
+        n.parse().map_err(|_| format!("expected a number, found {n:?}"))?,
+    );
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("expected 1 <= I <= N, found {i}/{n}"));
+    }
+    Ok((i, n))
 }
 
 #[derive(Args, Clone)]
@@ -287,13 +338,8 @@ fn up(scenario_path: Option<&Path>, keep: bool, vm: &VmArgs, templates: Option<&
     })
 }
 
-fn run_scenarios(
-    mut paths: Vec<PathBuf>,
-    cloud: Option<CloudArg>,
-    format: Format,
-    vm: &VmArgs,
-    templates: Option<&Path>,
-) -> Result<u8, Failure> {
+/// The scenario files named, or all of scenarios/.
+fn scenario_paths(mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Failure> {
     if paths.is_empty() {
         paths = std::fs::read_dir("scenarios")
             .map_err(|e| bad_input(format!("scenarios/: {e} (name scenario files, or run from the repository)")))?
@@ -303,60 +349,145 @@ fn run_scenarios(
             .collect();
         paths.sort();
     }
-    // Every scenario is validated before anything boots.
-    let mut plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
-    plans.iter_mut().for_each(|p| vm.apply(p));
-    let opts = boot_options(vm, templates);
-    let progress = Progress::new(matches!(format, Format::Json));
-    let kind_of = |plan: &scenario::Plan| match cloud {
+    Ok(paths)
+}
+
+fn cloud_of(cloud: Option<CloudArg>, plan: &scenario::Plan) -> scenario::CloudKind {
+    match cloud {
         Some(CloudArg::Replica) => scenario::CloudKind::Replica,
         Some(CloudArg::Devstack) => scenario::CloudKind::Devstack,
         None => plan.cloud,
-    };
-    let mut results = Vec::new();
-    let rt = runtime();
-    // Scenarios that can share a VM do (each reset to the state it declares; the
-    // result says so).
-    for group in harness::runner::groups(&plans, kind_of) {
-        let kind = kind_of(group[0]);
-        let r = rt.block_on(async {
-            tokio::select! {
-                r = harness::runner::run_group(&group, kind, &opts, &progress) => r.map_err(infra),
-                _ = interrupted() => Err(infra(boot::BootError::Interrupted)),
-            }
-        })?;
-        results.extend(r);
     }
+}
+
+/// The groups of scenarios that share a VM, cut to the shard asked for.
+fn select<'a>(plans: &'a [scenario::Plan], cloud: Option<CloudArg>, select: &Select) -> Vec<Vec<&'a scenario::Plan>> {
+    let groups = harness::runner::groups(plans, |p| cloud_of(cloud, p));
+    match select.shard {
+        Some((i, n)) => groups.into_iter().enumerate().filter(|(k, _)| k % n == i - 1).map(|(_, g)| g).collect(),
+        None => groups,
+    }
+}
+
+fn list(paths: Vec<PathBuf>, format: Format, sel: &Select) -> Result<u8, Failure> {
+    let plans: Vec<scenario::Plan> =
+        scenario_paths(paths)?.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let groups = select(&plans, None, sel);
+    let rows: Vec<serde_json::Value> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| {
+            group.iter().map(move |p| {
+                serde_json::json!({
+                    "name": p.name, "file": p.source, "cloud": p.cloud.as_str(), "image": p.vm.image,
+                    "checks": p.checks.len(), "vm_group": g, "description": p.description,
+                })
+            })
+        })
+        .collect();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": results })).expect("serializable")),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": rows })).expect("serializable")),
         Format::Text => {
-            for r in &results {
-                let shared = r.shared_vm.as_ref().map(|s| format!(", in the VM of {s}")).unwrap_or_default();
+            println!("{:<24} {:<9} {:<10} {:>6} {:>8}  file", "SCENARIO", "CLOUD", "IMAGE", "CHECKS", "VM GROUP");
+            for r in &rows {
                 println!(
-                    "{} ({} cloud, {}, {}{shared}): {}",
-                    r.name,
-                    r.cloud,
-                    r.image,
-                    r.accel,
-                    if r.passed { "passed" } else { "FAILED" }
+                    "{:<24} {:<9} {:<10} {:>6} {:>8}  {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["cloud"].as_str().unwrap_or(""),
+                    r["image"].as_str().unwrap_or(""),
+                    r["checks"].to_string(),
+                    r["vm_group"].to_string(),
+                    r["file"].as_str().unwrap_or("")
                 );
-                for c in &r.checks {
-                    let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
-                    let first = c.observed.detail.lines().next().unwrap_or("");
-                    println!(
-                        "  {} {:<58} {:>9} -> {:<11} {first}",
-                        if c.passed { "ok  " } else { "FAIL" },
-                        c.name,
-                        format!("{:?}", c.expect).to_lowercase(),
-                        format!("{:?}{port}", c.outcome).to_lowercase()
-                    );
-                }
-                let t: Vec<String> = r.timings.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
-                println!("  timings: {}; run directory {}", t.join(", "), r.run_dir.display());
             }
         }
     }
-    Ok(u8::from(results.iter().any(|r| !r.passed)))
+    Ok(0)
+}
+
+/// How `harness run` reports: where, in which format, how loudly.
+struct RunOutput {
+    format: Format,
+    junit: Option<PathBuf>,
+    quiet: bool,
+    verbose: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_scenarios(
+    paths: Vec<PathBuf>,
+    cloud: Option<CloudArg>,
+    out: &RunOutput,
+    retries: u32,
+    keep: Keep,
+    sel: &Select,
+    vm: &VmArgs,
+    templates: Option<&Path>,
+) -> Result<u8, Failure> {
+    // Every scenario is validated before anything boots.
+    let mut plans: Vec<scenario::Plan> =
+        scenario_paths(paths)?.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    plans.iter_mut().for_each(|p| vm.apply(p));
+    for p in &plans {
+        image::load_recipe(image::recipes_dir(vm.images.as_deref()).as_deref(), &p.vm.image)
+            .map_err(|e| bad_input(format!("{}: {e}", p.source.display())))?;
+    }
+    let opts = boot_options(vm, templates);
+    let progress = Progress::new(out.quiet || matches!(out.format, Format::Json)).verbose(out.verbose);
+    let mut summary = Summary::default();
+    let rt = runtime();
+    // Scenarios that can share a VM do (each reset to the state it declares; the
+    // result says so).
+    for group in select(&plans, cloud, sel) {
+        let kind = cloud_of(cloud, group[0]);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = rt.block_on(async {
+                tokio::select! {
+                    r = harness::runner::run_group(&group, kind, &opts, &progress, keep) => Some(r),
+                    _ = interrupted() => None,
+                }
+            });
+            match r {
+                None => return Err(infra(boot::BootError::Interrupted)),
+                Some(Ok(results)) => {
+                    summary.scenarios.extend(results.into_iter().map(|mut r| {
+                        r.attempts = attempt;
+                        r
+                    }));
+                    break;
+                }
+                // Only an infrastructure failure is retried: a check that failed is an answer.
+                Some(Err(e)) if attempt <= retries => {
+                    progress.phase(&format!("infrastructure failed (attempt {attempt} of {}): {e}; retrying", retries + 1));
+                }
+                Some(Err(e)) => {
+                    progress.phase(&format!("infrastructure failed: {e}"));
+                    summary.infrastructure_failures.extend(group.iter().map(|p| InfraFailure {
+                        scenario: p.name.clone(),
+                        file: p.source.clone(),
+                        error: e.to_string(),
+                        attempts: attempt,
+                    }));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(path) = &out.junit {
+        std::fs::write(path, summary.junit()).map_err(|e| infra(format!("{}: {e}", path.display())))?;
+    }
+    if harness::report::in_github_actions() {
+        for a in summary.annotations() {
+            println!("{a}");
+        }
+    }
+    match out.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary).expect("serializable")),
+        Format::Text => print!("{}", summary.text()),
+    }
+    Ok(summary.exit_code())
 }
 
 fn ssh_interactive(id: &str) -> Result<u8, Failure> {
@@ -445,7 +576,16 @@ fn ps() -> Result<u8, Failure> {
 fn run(cli: Cli) -> Result<u8, Failure> {
     let templates = cli.templates.clone();
     match cli.command {
-        Command::Run { scenarios, cloud, format, vm } => run_scenarios(scenarios, cloud, format, &vm, templates.as_deref()),
+        Command::Run { scenarios, cloud, format, junit, retries, keep, select, vm } => {
+            let out = RunOutput { format, junit, quiet: cli.quiet, verbose: cli.verbose };
+            run_scenarios(scenarios, cloud, &out, retries, keep, &select, &vm, templates.as_deref())
+        }
+        Command::List { scenarios, format, select } => list(scenarios, format, &select),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { command } => man(command.as_deref()),
         Command::Up { scenario, keep, vm } => up(scenario.as_deref(), keep, &vm, templates.as_deref()),
         Command::Ssh { run } => ssh_interactive(&run),
         Command::Exec { run, timeout, command } => exec(&run, &command, timeout),
@@ -543,6 +683,20 @@ fn render(scenario_path: &Path, out: &Path, templates: Option<&Path>) -> Result<
     Ok(0)
 }
 
+fn man(command: Option<&str>) -> Result<u8, Failure> {
+    let root = Cli::command();
+    let cmd = match command {
+        None => root,
+        Some(name) => {
+            let sub =
+                root.find_subcommand(name).cloned().ok_or_else(|| bad_input(format!("no command {name:?} (harness --help lists them)")))?;
+            sub.name(format!("harness-{name}"))
+        }
+    };
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(infra)?;
+    Ok(0)
+}
+
 fn lint(file: &Path, scenario_path: Option<&Path>, format: Format) -> Result<u8, Failure> {
     let world = match scenario_path {
         Some(p) => scenario::load(p).map_err(bad_input)?.world,
@@ -553,6 +707,13 @@ fn lint(file: &Path, scenario_path: Option<&Path>, format: Format) -> Result<u8,
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "diagnostics": diags })).expect("serializable")),
         Format::Text => print!("{}", localconf::lint::format_text(&file.display().to_string(), &conf, &diags)),
+    }
+    if harness::report::in_github_actions() {
+        for d in diags.iter().filter(|d| d.severity == localconf::Severity::Error) {
+            let msg =
+                format!("{} [{}]{}", d.message, d.rule, if d.hint.is_empty() { String::new() } else { format!("\nhint: {}", d.hint) });
+            println!("{}", harness::report::annotation(&file.display().to_string(), d.line, None, d.rule, &msg));
+        }
     }
     Ok(u8::from(diags.iter().any(|d| d.severity == localconf::Severity::Error)))
 }

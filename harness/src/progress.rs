@@ -10,6 +10,7 @@ pub struct Progress {
     start: Instant,
     bar: Option<ProgressBar>,
     quiet: bool,
+    verbose: bool,
 }
 
 impl Progress {
@@ -20,12 +21,18 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Progress { start: Instant::now(), bar, quiet }
+        Progress { start: Instant::now(), bar, quiet, verbose: false }
+    }
+
+    /// Also print the lines of [`Progress::detail`] (`-v`).
+    pub fn verbose(mut self, on: bool) -> Progress {
+        self.verbose = on;
+        self
     }
 
     /// A silent progress, for tests and library callers.
     pub fn hidden() -> Progress {
-        Progress { start: Instant::now(), bar: None, quiet: true }
+        Progress { start: Instant::now(), bar: None, quiet: true, verbose: false }
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -41,6 +48,13 @@ impl Progress {
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
+        }
+    }
+
+    /// A line for `-v`: hidden unless verbose.
+    pub fn detail(&self, msg: &str) {
+        if self.verbose {
+            self.phase(msg);
         }
     }
 

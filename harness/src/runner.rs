@@ -41,10 +41,14 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_vm: Option<String>,
     pub timings: BTreeMap<String, f64>,
-    #[serde(skip)]
+    /// The scenario file, for annotations that point at its checks.
+    pub file: std::path::PathBuf,
     pub run_id: String,
-    #[serde(skip)]
+    /// Rendered files, console log, timings, step logs and the guest's `state/`.
     pub run_dir: std::path::PathBuf,
+    /// How many times the run was made: more than 1 when the infrastructure failed
+    /// before (`--retries`), which makes the result flaky.
+    pub attempts: u32,
     /// The guest's addresses, routes, OVS bridges and ports and iptables rules,
     /// normalized so that two runs of one scenario compare equal.
     #[serde(skip)]
@@ -103,6 +107,16 @@ fn recipe_path(i: usize) -> String {
     format!("/usr/local/sbin/harness-host-recipe-{i}")
 }
 
+/// When a run's VM stays up after the run (`--keep`), for `harness ssh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Keep {
+    /// Leave it up when a check failed or the infrastructure did.
+    OnFailure,
+    Always,
+    #[default]
+    Never,
+}
+
 /// Run one scenario.
 pub async fn run_scenario(
     plan: &Plan,
@@ -110,34 +124,95 @@ pub async fn run_scenario(
     opts: &BootOptions,
     progress: &Progress,
 ) -> Result<ScenarioResult, RunnerError> {
-    let mut results = run_group(&[plan], cloud_kind, opts, progress).await?;
+    let mut results = run_group(&[plan], cloud_kind, opts, progress, Keep::Never).await?;
     Ok(results.remove(0))
 }
 
+/// Split the guest's diagnostics ("=== FILE ===" sections) into files under `dir`.
+fn write_sections(text: &str, dir: &std::path::Path) {
+    let mut current: Option<(std::path::PathBuf, String)> = None;
+    let flush = |c: &mut Option<(std::path::PathBuf, String)>| {
+        if let Some((path, body)) = c.take() {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let _ = std::fs::write(path, body);
+        }
+    };
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("=== ").and_then(|l| l.strip_suffix(" ===")) {
+            flush(&mut current);
+            // Names come from the guest: no way out of `dir`.
+            let safe: std::path::PathBuf = name.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
+            current = Some((dir.join(safe), String::new()));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    flush(&mut current);
+}
+
+/// Collect the guest's state into the run's `state/` directory (before teardown).
+async fn collect_diagnostics(ssh: &crate::ssh::Ssh, run: &Run) -> Result<(), crate::ssh::SshError> {
+    let out = ssh.exec(netplane::script("collect-diagnostics.sh"), Duration::from_secs(120)).await?;
+    write_sections(&out.stdout, &run.path("state"));
+    Ok(())
+}
+
 /// Run scenarios that share one VM (see [`groups`]): boot and build the cloud once,
-/// then for each scenario start from exactly the state it declares. Teardown on
-/// every path out.
+/// then for each scenario start from exactly the state it declares. The guest's
+/// state is collected into the run directory before teardown, which happens on
+/// every path out unless `keep` says the VM stays.
 pub async fn run_group(
     plans: &[&Plan],
     cloud_kind: CloudKind,
     opts: &BootOptions,
     progress: &Progress,
+    keep: Keep,
+) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let mut run = Run::create(&plans[0].name)?;
+    let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
+    let mut ssh = None;
+    let result = run_group_in(plans, cloud_kind, opts, progress, &mut run, &mut ssh).await;
+    if let Some(ssh) = &ssh {
+        match collect_diagnostics(ssh, &run).await {
+            Ok(()) => progress.detail(&format!("the guest's state is in {}", run.path("state").display())),
+            Err(e) => progress.phase(&format!("could not collect the guest's state: {e}")),
+        }
+    }
+    let failed = result.as_ref().map_or(true, |rs| rs.iter().any(|r| !r.passed));
+    if keep == Keep::Always || (keep == Keep::OnFailure && failed) {
+        guard.armed = false;
+        run.record.keep = true;
+        let _ = run.save();
+        progress.phase(&format!("run {} stays up: harness ssh {0}; harness down {0}", run.id));
+    }
+    result
+}
+
+async fn run_group_in(
+    plans: &[&Plan],
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    progress: &Progress,
+    run: &mut Run,
+    ssh_out: &mut Option<crate::ssh::Ssh>,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
     let first = plans[0];
-    let mut run = Run::create(&first.name)?;
-    let _guard = TeardownGuard { id: run.id.clone(), armed: true };
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     progress.phase(&format!("{}: run {} ({})", names.join(", "), run.id, run.dir.display()));
 
     let t = Instant::now();
-    let booted = boot::boot(first, opts, &mut run, progress).await?;
+    let booted = boot::boot(first, opts, run, progress).await?;
     let boot_s = t.elapsed().as_secs_f64();
+    *ssh_out = Some(booted.ssh.clone());
     let ssh = &booted.ssh;
     let t = Instant::now();
-    netplane::build(first, plans, &mut run)?;
+    netplane::build(first, plans, run)?;
     if cloud_kind == CloudKind::Devstack {
         // DevStack fetches its sources: the edge gets a user-mode uplink (never for the replica).
-        netplane::uplink(first, &mut run, false)?;
+        netplane::uplink(first, run, false)?;
     }
     let netplane_s = t.elapsed().as_secs_f64();
     checks::install_probe(ssh).await?;
@@ -215,7 +290,7 @@ pub async fn run_group(
                 };
                 cloud::floating_ip(ssh, &values, verb, &run.path(&format!("{verb}.log"))).await?;
             }
-            let r = checks::run_check(c, plan, &values, ssh, &run).await;
+            let r = checks::run_check(c, plan, &values, ssh, run).await;
             progress.phase(&format!(
                 "{}: {} {}: {:?} ({})",
                 plan.name,
@@ -242,11 +317,15 @@ pub async fn run_group(
             checks: checks_done,
             shared_vm: (i > 0).then(|| first.name.clone()),
             timings,
+            file: plan.source.clone(),
             run_id: run.id.clone(),
             run_dir: run.dir.clone(),
+            attempts: 1,
             state,
         };
         let _ = std::fs::write(run.path(&format!("result-{}.json", plan.name)), serde_json::to_vec_pretty(&result).expect("serializable"));
+        // What the snapshot of this scenario compares (snapshots/scenarios/NAME.snap).
+        let _ = std::fs::write(run.path(&format!("snapshot-{}.txt", plan.name)), snapshot_text(&result));
         results.push(result);
     }
     Ok(results)

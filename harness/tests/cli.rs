@@ -1,5 +1,6 @@
 //! The `harness` binary: exit codes and what it prints for the commands of the
-//! foundation (render, lint, localconf parse).
+//! foundation (render, lint, localconf parse) and of `run` up to the point where a
+//! VM would boot (exit codes 2 and 3, JUnit, annotations), `list`, completions, man.
 
 use std::process::Command;
 
@@ -98,4 +99,172 @@ fn localconf_parse_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(v["files"][0]["group"], "local");
     assert_eq!(v["localrc"]["assignments"][0]["name"], "HOST_IP");
+}
+
+/// Serves `files` over HTTP on 127.0.0.1 (the only address these tests talk to).
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let body = files.iter().find(|(p, _)| *p == path).map(|(_, b)| b.clone());
+            let _ = match body {
+                Some(b) => stream
+                    .write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes())
+                    .and_then(|_| stream.write_all(&b)),
+                None => stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            };
+        }
+    });
+    port
+}
+
+fn xmllint_validates(xml: &std::path::Path) {
+    let have = Command::new("sh").args(["-c", "command -v xmllint"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("SKIP (schema check): xmllint is not installed (apt-get install libxml2-utils)");
+        return;
+    }
+    let out = Command::new("xmllint").args(["--noout", "--schema", "tests/data/junit.xsd"]).arg(xml).output().expect("xmllint");
+    assert!(out.status.success(), "JUnit output does not validate:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn run_exit_2_for_bad_input_before_anything_boots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) = harness(&["run", "--image", "no-such-image", "../scenarios/instance-egress.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no-such-image"), "{stderr}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[check]]\nname = \"x\"\nkind = \"icmp\"\nfrom = \"moon\"\nto = \"floating_ip\"\n").expect("write");
+    let (code, _, stderr) = harness(&["run", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.toml:4:"), "file and line: {stderr}");
+    let (code, _, _) = harness_at_root(&["run", "--shard", "0/2"]);
+    assert_eq!(code, 2, "a bad shard is bad input");
+}
+
+#[test]
+fn run_exit_3_when_the_image_fails_its_checksum_and_retries_say_so() {
+    // A download recipe served from loopback whose SHA256SUMS is wrong: the
+    // infrastructure fails before any VM exists, every attempt.
+    let port =
+        serve(vec![("/disk.img", b"not really a disk".to_vec()), ("/SHA256SUMS", format!("{} *disk.img\n", "0".repeat(64)).into_bytes())]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).expect("images");
+    std::fs::write(
+        images.join("broken.toml"),
+        format!(
+            "description = \"wrong checksum\"\n[build]\nkind = \"download\"\nurl = \"http://127.0.0.1:{port}/disk.img\"\nsha256sums = \"http://127.0.0.1:{port}/SHA256SUMS\"\ndisk_gib = 1\n[boot]\nmethod = \"firmware\"\ndisk_bus = \"virtio\"\n"
+        ),
+    )
+    .expect("recipe");
+    let junit = dir.path().join("junit.xml");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--images", images.to_str().expect("utf8"), "--image", "broken", "--retries", "1", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("../scenarios/instance-egress.toml")
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("HARNESS_RUNS_DIR", dir.path().join("runs"))
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .expect("harness");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json_start = stdout.find('{').expect("JSON");
+    let v: serde_json::Value = serde_json::from_str(&stdout[json_start..]).expect("JSON result");
+    let f = &v["infrastructure_failures"][0];
+    assert_eq!(f["scenario"], "instance-egress");
+    assert_eq!(f["attempts"], 2, "one run and one retry");
+    assert!(f["error"].as_str().is_some_and(|e| e.contains("checksum") || e.contains("SHA256")), "{f}");
+    assert!(stdout.lines().any(|l| l.starts_with("::error file=../scenarios/instance-egress.toml,line=1,")), "annotation: {stdout}");
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(xml.contains("<error message=\"the infrastructure failed after 2 attempt(s)\" type=\"infrastructure\">"), "{xml}");
+    xmllint_validates(&junit);
+    // Nothing corrupt was cached.
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache/devstack-harness/images"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(cached.iter().all(|p| !p.join("disk.qcow2").exists()), "a failed download was cached: {cached:?}");
+}
+
+/// `harness` run from the repository root, where `scenarios/` is.
+fn harness_at_root(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir("..").output().expect("run harness");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn list_and_shard() {
+    let (code, stdout, _) = harness_at_root(&["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let names: Vec<&str> = v["scenarios"].as_array().expect("array").iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["floating-ip-ingress", "instance-egress", "repro-no-masquerade", "tempest-basic-ops"]);
+    // The shipped scenarios share one VM, so they go to one shard together.
+    let shard = |s: &str| -> usize {
+        let (_, out, _) = harness_at_root(&["list", "--format", "json", "--shard", s]);
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["scenarios"].as_array().expect("array").len()
+    };
+    assert_eq!(shard("1/2") + shard("2/2"), 4);
+    assert_eq!(shard("1/1"), 4);
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    let (code, stdout, _) = harness(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--retries") && stdout.contains("--junit"), "bash completion knows run's flags");
+    let (code, stdout, _) = harness(&["man", "run"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(".TH harness-run 1") && stdout.contains("retries"), "{stdout}");
+    let (code, _, stderr) = harness(&["man", "nope"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// docs/cli.md is the CLI's own help, every command: regenerate it with
+/// `UPDATE_DOCS=1 cargo test --test cli cli_reference`.
+#[test]
+fn cli_reference_in_docs_is_current() {
+    let (_, top, _) = harness(&["--help"]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 10, "{top}");
+    let mut doc =
+        String::from("# CLI reference\n\nGenerated from the command's own help (`harness help COMMAND`); a test keeps it current.\n\n");
+    doc.push_str(&format!("## harness\n\n```text\n{}```\n", top));
+    for c in &commands {
+        let (_, help, _) = harness(&["help", c]);
+        doc.push_str(&format!("\n## harness {c}\n\n```text\n{help}```\n"));
+        for sub in help.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")) {
+            let Some(s) = sub.split_whitespace().next().filter(|s| *s != "help") else { continue };
+            let (_, h, _) = harness(&["help", c, s]);
+            doc.push_str(&format!("\n### harness {c} {s}\n\n```text\n{h}```\n"));
+        }
+    }
+    let path = std::path::Path::new("../docs/cli.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(path, &doc).expect("write docs/cli.md");
+    }
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(current == doc, "docs/cli.md is out of date: UPDATE_DOCS=1 cargo test --test cli cli_reference");
 }

@@ -1,19 +1,33 @@
-//! Every shipped scenario, end to end (boot, host recipe, replica cloud, checks),
-//! its normalized result compared with `snapshots/scenarios/` (accept a change with
-//! `cargo insta review`). Afterwards the host's own addresses, routes and
-//! firewall rules must be exactly as before.
+//! Every shipped scenario end to end through the `harness` binary (boot, host
+//! recipe, replica cloud, checks, state collection, teardown), its normalized
+//! result compared with `snapshots/scenarios/` (accept a change with `cargo insta
+//! review`); the host's own addresses, routes and firewall rules exactly as before.
+//! Then a scenario that must fail (exit 1, JUnit failure with the observation,
+//! the VM kept for inspection), and the devstack cloud where DevStack's sources
+//! cannot be reached (exit 3, with the reason).
 
-use harness::boot::BootOptions;
-use harness::progress::Progress;
-use harness::runner;
-use harness::scenario;
-use harness::vm::BackendChoice;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 mod common;
 
 fn can_boot() -> bool {
     common::can_boot(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("ping", "iputils-ping")])
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().expect("run harness")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find("\n{").map_or(0, |i| i + 1);
+    serde_json::from_str(&stdout[start..])
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The host namespace's addresses, routes and rules.
@@ -37,37 +51,107 @@ fn host_state() -> String {
     s
 }
 
+fn xmllint(xml: &Path) {
+    if !common::have(&[("xmllint", "libxml2-utils")]) {
+        return;
+    }
+    let out = Command::new("xmllint").args(["--noout", "--schema", "harness/tests/data/junit.xsd"]).arg(xml).current_dir(root()).output();
+    let out = out.expect("xmllint");
+    assert!(out.status.success(), "JUnit does not validate: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn scenarios_end_to_end() {
     if !can_boot() {
         return;
     }
-    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).expect("repo root");
     let before = host_state();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let opts = BootOptions { backend: BackendChoice::Qemu, ..BootOptions::default() };
-    let mut paths: Vec<_> = std::fs::read_dir("scenarios").expect("scenarios").flatten().map(|e| e.path()).collect();
-    paths.sort();
-    let plans: Vec<scenario::Plan> = paths.iter().map(|p| scenario::load(p).expect("scenario")).collect();
-    // As `harness run` does: scenarios that can share a VM share it.
-    let mut results = std::collections::HashMap::new();
-    for group in runner::groups(&plans, |p| p.cloud) {
-        let rs = rt.block_on(runner::run_group(&group, group[0].cloud, &opts, &Progress::new(false))).unwrap_or_else(|e| panic!("{e}"));
-        for r in rs {
-            results.insert(r.name.clone(), r);
-        }
-    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junit = dir.path().join("junit.xml");
+    let out = harness(&["run", "--backend", "qemu", "--format", "json", "--junit", junit.to_str().expect("utf8")]);
     assert_eq!(host_state(), before, "the host's own addresses, routes or rules changed");
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "every shipped scenario comes out as it expects: {v:#}");
+    xmllint(&junit);
+    let results: std::collections::HashMap<String, serde_json::Value> =
+        v["scenarios"].as_array().expect("scenarios").iter().map(|r| (r["name"].as_str().expect("name").to_owned(), r.clone())).collect();
     insta::glob!("../../scenarios", "*.toml", |path| {
         let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
         let result = &results[&name];
+        let run_dir = PathBuf::from(result["run_dir"].as_str().expect("run_dir"));
         if name == "instance-egress" {
-            let tcp = result.checks.iter().find(|c| c.port == Some(80)).expect("the TCP egress check");
-            assert_eq!(tcp.observed.seen_as.as_deref(), Some("203.0.113.10"), "the responder must see the public IP");
+            let tcp = result["checks"].as_array().expect("checks").iter().find(|c| c["port"] == 80).expect("the TCP egress check");
+            assert_eq!(tcp["observed"]["seen_as"], "203.0.113.10", "the responder must see the public IP");
         }
-        assert!(result.passed, "{name}: a check did not match; run directory {}", result.run_dir.display());
+        assert_eq!(result["passed"], true, "{name}: a check did not match; run directory {}", run_dir.display());
+        // The guest's state was collected before teardown.
+        assert!(run_dir.join("state/host/iptables-save.txt").is_file(), "no collected state in {}", run_dir.display());
+        let text = std::fs::read_to_string(run_dir.join(format!("snapshot-{name}.txt"))).expect("snapshot text");
         insta::with_settings!({snapshot_path => "../../snapshots/scenarios", prepend_module_to_snapshot => false, omit_expression => true, snapshot_suffix => ""}, {
-            insta::assert_snapshot!(name.clone(), runner::snapshot_text(result));
+            insta::assert_snapshot!(name.clone(), text);
         });
     });
+}
+
+#[test]
+fn a_check_that_does_not_match_is_exit_1_and_the_run_stays_for_inspection() {
+    if !can_boot() {
+        return;
+    }
+    // The repro without MASQUERADE, but claiming egress works: its egress must fail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root().join("scenarios/repro-no-masquerade.toml")).expect("repro");
+    let wrong = text.replace("expect = \"unreachable\"", "expect = \"reachable\"");
+    assert_ne!(wrong, text, "the repro declares an unreachable check");
+    let scenario = dir.path().join("claims-egress.toml");
+    std::fs::write(&scenario, wrong).expect("write");
+    let junit = dir.path().join("junit.xml");
+    let out = harness(&[
+        "run",
+        "--backend",
+        "qemu",
+        "--keep",
+        "on-failure",
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().expect("utf8"),
+        scenario.to_str().expect("utf8"),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    let r = &v["scenarios"][0];
+    let run_id = r["run_id"].as_str().expect("run_id").to_owned();
+    let run_dir = PathBuf::from(r["run_dir"].as_str().expect("run_dir"));
+    // Kept: the VM still answers; then `harness down` removes it.
+    let exec = harness(&["exec", &run_id, "--", "iptables-save", "-t", "nat"]);
+    let down = harness(&["down", &run_id]);
+    assert_eq!(exec.status.code(), Some(0), "the kept VM answers: {}", String::from_utf8_lossy(&exec.stderr));
+    assert!(!String::from_utf8_lossy(&exec.stdout).contains("MASQUERADE"), "the scenario leaves MASQUERADE out");
+    assert_eq!(down.status.code(), Some(0), "{}", String::from_utf8_lossy(&down.stderr));
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("<failure message=\"expected reachable, observed unreachable"), "{xml}");
+    xmllint(&junit);
+    for f in ["console.log", "state/host/iptables-save.txt", "state/host/routes.json", "state/ovs/ovs-vsctl-show.txt", "state/journal.txt"]
+    {
+        assert!(run_dir.join(f).is_file(), "{f} is missing from {}", run_dir.display());
+    }
+}
+
+#[test]
+fn the_devstack_cloud_without_its_sources_is_an_infrastructure_failure() {
+    if !can_boot() || !common::have(&[("slirp4netns", "slirp4netns")]) {
+        return;
+    }
+    // DevStack's sources at the guest's own loopback, where nothing listens: the
+    // preflight fails in the guest, and no packet leaves this machine.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("devstack-offline.toml");
+    let egress = std::fs::read_to_string(root().join("scenarios/instance-egress.toml")).expect("scenario");
+    std::fs::write(&scenario, format!("{egress}\n[devstack]\ngit_base = \"http://127.0.0.1:9\"\n")).expect("write");
+    let out = harness(&["run", "--backend", "qemu", "--cloud", "devstack", "--format", "json", scenario.to_str().expect("utf8")]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v:#}");
+    let error = v["infrastructure_failures"][0]["error"].as_str().expect("error");
+    assert!(error.contains("http://127.0.0.1:9/openstack/devstack.git"), "{error}");
 }

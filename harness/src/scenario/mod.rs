@@ -155,6 +155,8 @@ pub struct Check {
     pub expect: Expect,
     pub seen_as: Option<Target>,
     pub timeout_s: f64,
+    /// The line of its `[[check]]` in the scenario file (for annotations).
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -219,7 +221,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ScenarioError> {
         };
         return Err(invalid(offset, message));
     }
-    let plan = plan.expect("no problems means a plan");
+    let mut plan = plan.expect("no problems means a plan");
+    for (i, c) in plan.checks.iter_mut().enumerate() {
+        c.line = locator.offset_of(&[PathSeg::key("check"), PathSeg::Index(i)]).map_or(1, |o| locator.line_col(o).0);
+    }
     // Reading the user's local.conf belongs to loading: a missing file is bad input.
     if let Some(rel) = &plan.devstack.local_conf {
         let full = path.parent().unwrap_or(Path::new(".")).join(rel);
@@ -534,7 +539,7 @@ impl Validator {
             let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
             format!("{} {} -> {}{port}", c.kind, c.from, c.to)
         });
-        Some(Check { before, name, kind, from, to, port: c.port, expect, seen_as, timeout_s })
+        Some(Check { before, name, kind, from, to, port: c.port, expect, seen_as, timeout_s, line: 0 })
     }
 
     fn plan(&mut self, path: &Path, f: &ScenarioFile) -> Option<Plan> {

@@ -1,0 +1,27 @@
+# Everything a person needs to understand a run without rerunning it, collected
+# from the guest before teardown. Each section starts with "=== FILE ===" and the
+# harness writes it to FILE under the run's state/ directory.
+section() { echo "=== $1 ==="; }
+for ns in "" $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    tag=${ns:-host}
+    run() { if [ -n "$ns" ]; then ip netns exec "$ns" "$@"; else "$@"; fi; }
+    section "$tag/addresses.json"; run ip -j addr 2>&1
+    section "$tag/routes.json"; run ip -j route show table all 2>&1
+    section "$tag/rules.json"; run ip -j rule 2>&1
+    section "$tag/iptables-save.txt"; run iptables-save -c 2>&1
+    section "$tag/conntrack.txt"; run conntrack -L 2>&1
+done
+section "ovs/ovs-vsctl-show.txt"; ovs-vsctl --timeout=5 show 2>&1
+for b in $(ovs-vsctl --timeout=5 list-br 2>/dev/null); do
+    section "ovs/dump-flows-$b.txt"; ovs-ofctl dump-flows "$b" 2>&1
+done
+section "cloud-init/status.txt"; cloud-init status --long 2>&1
+section "cloud-init/cloud-init.log"; cat /var/log/cloud-init.log 2>&1
+section "cloud-init/cloud-init-output.log"; cat /var/log/cloud-init-output.log 2>&1
+section "journal.txt"; journalctl -b --no-pager -o short-monotonic 2>&1 | tail -n 20000
+if [ -d /opt/stack/logs ]; then
+    section "devstack/stack.sh.log"; cat /opt/stack/logs/stack.sh.log 2>&1
+    section "devstack/stack.sh.log.summary"; cat /opt/stack/logs/stack.sh.log.summary 2>&1
+    section "devstack/systemctl-devstack.txt"; systemctl --no-pager list-units 'devstack@*' 2>&1
+fi
+true

@@ -1,0 +1,200 @@
+//! Results for people and for CI: the text table, JSON, JUnit XML (quick-junit, the
+//! writer nextest uses) and GitHub Actions annotations, and the exit code that
+//! sums a run up.
+
+use crate::runner::ScenarioResult;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit codes of `harness` (README, "Exit codes").
+pub mod exit {
+    /// Every check came out as its scenario expects.
+    pub const OK: u8 = 0;
+    /// A check did not come out as expected (or a lint error).
+    pub const MISMATCH: u8 = 1;
+    /// Bad input: a scenario, a local.conf, the arguments.
+    pub const BAD_INPUT: u8 = 2;
+    /// The infrastructure failed: image, boot, SSH, stack.sh.
+    pub const INFRA: u8 = 3;
+}
+
+/// Scenarios that never produced a result because the infrastructure failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfraFailure {
+    pub scenario: String,
+    pub file: PathBuf,
+    pub error: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub scenarios: Vec<ScenarioResult>,
+    pub infrastructure_failures: Vec<InfraFailure>,
+}
+
+impl Summary {
+    /// 3 when the infrastructure failed anywhere (the results are incomplete), else
+    /// 1 when a check did not match, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if !self.infrastructure_failures.is_empty() {
+            exit::INFRA
+        } else if self.scenarios.iter().any(|r| !r.passed) {
+            exit::MISMATCH
+        } else {
+            exit::OK
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for r in &self.scenarios {
+            let shared = r.shared_vm.as_ref().map(|v| format!(", in the VM of {v}")).unwrap_or_default();
+            let flaky = if r.attempts > 1 { format!(", FLAKY: passed on attempt {}", r.attempts) } else { String::new() };
+            s.push_str(&format!(
+                "{} ({} cloud, {}, {}{shared}{flaky}): {}\n",
+                r.name,
+                r.cloud,
+                r.image,
+                r.accel,
+                if r.passed { "passed" } else { "FAILED" }
+            ));
+            for c in &r.checks {
+                let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+                let first = c.observed.detail.lines().next().unwrap_or("");
+                s.push_str(&format!(
+                    "  {} {:<58} {:>11} -> {:<13} {first}\n",
+                    if c.passed { "ok  " } else { "FAIL" },
+                    c.name,
+                    format!("{:?}", c.expect).to_lowercase(),
+                    format!("{:?}{port}", c.outcome).to_lowercase()
+                ));
+            }
+            let t: Vec<String> = r.timings.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
+            s.push_str(&format!("  timings: {}; run directory {}\n", t.join(", "), r.run_dir.display()));
+        }
+        for f in &self.infrastructure_failures {
+            s.push_str(&format!(
+                "{} ({}): INFRASTRUCTURE FAILED after {} attempt(s): {}\n",
+                f.scenario,
+                f.file.display(),
+                f.attempts,
+                f.error
+            ));
+        }
+        s
+    }
+
+    /// JUnit XML: a test suite per scenario, a test case per check; the failure
+    /// text holds the observation and where the logs are.
+    pub fn junit(&self) -> String {
+        let mut report = Report::new("devstack-harness");
+        for r in &self.scenarios {
+            let mut suite = TestSuite::new(r.name.as_str());
+            suite.set_time(Duration::from_secs_f64(r.timings.get("total").copied().unwrap_or(0.0)));
+            for (k, v) in [
+                ("cloud", r.cloud.clone()),
+                ("image", r.image.clone()),
+                ("accel", r.accel.clone()),
+                ("backend", r.backend.clone()),
+                ("run_dir", r.run_dir.display().to_string()),
+                ("attempts", r.attempts.to_string()),
+            ] {
+                suite.add_property(Property::new(k, v));
+            }
+            for c in &r.checks {
+                let status = if c.passed {
+                    TestCaseStatus::success()
+                } else {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(check_message(c));
+                    s.set_type("check");
+                    s.set_description(format!(
+                        "{}\nobserved: {}\nrun directory: {}\nconsole: {}\nguest state: {}",
+                        check_message(c),
+                        c.observed.detail,
+                        r.run_dir.display(),
+                        r.run_dir.join("console.log").display(),
+                        r.run_dir.join("state").display(),
+                    ));
+                    s
+                };
+                let mut case = TestCase::new(c.name.as_str(), status);
+                case.set_classname(format!("{}.{}", r.name, r.cloud));
+                case.set_system_out(format!("{:?} from {:?} to {}: {}", c.kind, c.from, c.to, c.observed.detail));
+                suite.add_test_case(case);
+            }
+            report.add_test_suite(suite);
+        }
+        for f in &self.infrastructure_failures {
+            let mut suite = TestSuite::new(f.scenario.as_str());
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(format!("the infrastructure failed after {} attempt(s)", f.attempts));
+            s.set_type("infrastructure");
+            s.set_description(f.error.clone());
+            let mut case = TestCase::new("infrastructure", s);
+            case.set_classname(f.scenario.as_str());
+            suite.add_test_case(case);
+            report.add_test_suite(suite);
+        }
+        report.to_string().unwrap_or_else(|e| format!("<!-- cannot serialize: {e} -->"))
+    }
+
+    /// GitHub Actions workflow commands for failed checks and infrastructure failures.
+    pub fn annotations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.scenarios {
+            for c in r.checks.iter().filter(|c| !c.passed) {
+                out.push(annotation(
+                    &r.file.display().to_string(),
+                    c.line,
+                    None,
+                    &format!("{}: {}", r.name, c.name),
+                    &format!("{}; observed: {}; run directory {}", check_message(c), c.observed.detail, r.run_dir.display()),
+                ));
+            }
+        }
+        for f in &self.infrastructure_failures {
+            out.push(annotation(&f.file.display().to_string(), 1, None, &format!("{}: infrastructure", f.scenario), &f.error));
+        }
+        out
+    }
+}
+
+fn check_message(c: &crate::checks::CheckResult) -> String {
+    let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let mut m =
+        format!("expected {:?}, observed {:?} ({:?} from {:?} to {}{port})", c.expect, c.outcome, c.kind, c.from, c.to).to_lowercase();
+    if let Some(want) = &c.expected_seen_as {
+        m.push_str(&format!(", expected to be seen as {want}, seen as {}", c.observed.seen_as.as_deref().unwrap_or("nothing")));
+    }
+    m
+}
+
+/// True when running inside GitHub Actions.
+pub fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// `::error file=F,line=L,col=C,title=T::MESSAGE`, escaped as the runner expects.
+pub fn annotation(file: &str, line: usize, col: Option<usize>, title: &str, message: &str) -> String {
+    let data = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let col = col.map(|c| format!(",col={c}")).unwrap_or_default();
+    format!("::error file={},line={line}{col},title={}::{}", prop(file), prop(title), data(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_escape_what_the_runner_reads() {
+        assert_eq!(
+            annotation("scenarios/a,b.toml", 7, Some(3), "x: y", "50% done\nnext"),
+            "::error file=scenarios/a%2Cb.toml,line=7,col=3,title=x%3A y::50%25 done%0Anext"
+        );
+    }
+}

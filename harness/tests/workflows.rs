@@ -1,0 +1,54 @@
+//! The GitHub workflows: both pass actionlint (which also runs shellcheck on their
+//! scripts), a broken one does not, and ci.yml runs what `.ci/run` runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn actionlint() -> Option<PathBuf> {
+    let venv = PathBuf::from("/opt/devstack-harness-tools/bin/actionlint");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    let found = Command::new("sh").args(["-c", "command -v actionlint"]).output().ok()?;
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    if path.is_empty() {
+        eprintln!("SKIP: actionlint is not installed (bash .ci/setup installs it from PyPI)");
+        return None;
+    }
+    Some(path.into())
+}
+
+fn lint(bin: &Path, files: &[&Path]) -> (bool, String) {
+    let out = Command::new(bin).arg("-no-color").args(files).output().expect("actionlint");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn workflows_pass_actionlint() {
+    let Some(bin) = actionlint() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ci = root.join(".github/workflows/ci.yml");
+    let devstack = root.join(".github/workflows/devstack.yml");
+    let (ok, text) = lint(&bin, &[&ci, &devstack]);
+    assert!(ok, "actionlint:\n{text}");
+    // The check can fail: a job without runs-on, and a script with an unquoted expansion.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "on: push\njobs:\n  x:\n    steps:\n      - run: echo hi\n").expect("write");
+    let (ok, text) = lint(&bin, &[&bad]);
+    assert!(!ok && text.contains("runs-on"), "a broken workflow must fail actionlint:\n{text}");
+}
+
+#[test]
+fn ci_workflow_runs_what_ci_run_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ci = std::fs::read_to_string(root.join(".github/workflows/ci.yml")).expect("ci.yml");
+    assert!(ci.contains("bash .ci/run"), "ci.yml must run .ci/run");
+    let run = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    assert!(run.contains("bash .ci/setup") && run.contains("bash .ci/test"), ".ci/run is setup + test");
+    // The README's two commands are the ones CI keeps true.
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(readme.contains("cargo run --release -- run") && readme.contains("bash .ci/run"));
+    let devstack = std::fs::read_to_string(root.join(".github/workflows/devstack.yml")).expect("devstack.yml");
+    assert!(devstack.contains("--cloud devstack") && devstack.contains("--image ubuntu-24.04") && devstack.contains("--junit"));
+}
