@@ -23,5 +23,6 @@ pub mod run;
 pub mod runner;
 pub mod scenario;
 pub mod seed;
+pub mod snapshot;
 pub mod ssh;
 pub mod vm;

@@ -76,6 +76,14 @@ enum Command {
         /// Whether the VM stays up after the run, for `harness ssh`.
         #[arg(long, value_enum, default_value_t = Keep::Never)]
         keep: Keep,
+        /// Compare each result with its snapshot here, when the directory exists
+        /// (NAME.snap, NAME@devstack.snap); a difference fails the run (exit 1) and
+        /// writes NAME.snap.new for `cargo insta review`.
+        #[arg(long, value_name = "DIR", default_value = "snapshots/scenarios")]
+        snapshots: PathBuf,
+        /// Do not compare with snapshots.
+        #[arg(long)]
+        no_snapshots: bool,
         #[command(flatten)]
         select: Select,
         #[command(flatten)]
@@ -122,6 +130,9 @@ enum Command {
     Gc {
         #[arg(long, default_value = "qemu:///system")]
         connect: String,
+        /// Also delete the directories of finished runs older than DAYS (0: all of them).
+        #[arg(long, value_name = "DAYS")]
+        prune: Option<u64>,
     },
     /// Check this machine: QEMU, KVM that works, libvirtd, privileges, debootstrap, disk.
     Doctor {
@@ -409,6 +420,7 @@ fn list(paths: Vec<PathBuf>, format: Format, sel: &Select) -> Result<u8, Failure
 struct RunOutput {
     format: Format,
     junit: Option<PathBuf>,
+    snapshots: Option<PathBuf>,
     quiet: bool,
     verbose: bool,
 }
@@ -454,6 +466,7 @@ fn run_scenarios(
                 Some(Ok(results)) => {
                     summary.scenarios.extend(results.into_iter().map(|mut r| {
                         r.attempts = attempt;
+                        r.flaky = attempt > 1;
                         r
                     }));
                     break;
@@ -473,6 +486,16 @@ fn run_scenarios(
                     break;
                 }
             }
+        }
+    }
+    if let Some(dir) = out.snapshots.as_ref().filter(|d| d.is_dir()) {
+        for r in &mut summary.scenarios {
+            let text = std::fs::read_to_string(r.run_dir.join(format!("snapshot-{}.txt", r.name)))
+                .map_err(|e| infra(format!("{}: {e}", r.run_dir.display())))?;
+            r.snapshot = Some(
+                harness::snapshot::compare(dir, &r.name, &r.cloud, &r.file, &text)
+                    .map_err(|e| infra(format!("snapshot in {}: {e}", dir.display())))?,
+            );
         }
     }
     if let Some(path) = &out.junit {
@@ -576,8 +599,9 @@ fn ps() -> Result<u8, Failure> {
 fn run(cli: Cli) -> Result<u8, Failure> {
     let templates = cli.templates.clone();
     match cli.command {
-        Command::Run { scenarios, cloud, format, junit, retries, keep, select, vm } => {
-            let out = RunOutput { format, junit, quiet: cli.quiet, verbose: cli.verbose };
+        Command::Run { scenarios, cloud, format, junit, retries, keep, snapshots, no_snapshots, select, vm } => {
+            let snapshots = (!no_snapshots).then_some(snapshots);
+            let out = RunOutput { format, junit, snapshots, quiet: cli.quiet, verbose: cli.verbose };
             run_scenarios(scenarios, cloud, &out, retries, keep, &select, &vm, templates.as_deref())
         }
         Command::List { scenarios, format, select } => list(scenarios, format, &select),
@@ -591,8 +615,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Exec { run, timeout, command } => exec(&run, &command, timeout),
         Command::Down { run } => down(&run),
         Command::Ps => ps(),
-        Command::Gc { connect } => {
-            let report = harness::run::gc(&connect);
+        Command::Gc { connect, prune } => {
+            let report = harness::run::gc(&connect, prune);
             for r in &report.removed {
                 println!("removed {r}");
             }

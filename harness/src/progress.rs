@@ -59,9 +59,13 @@ impl Progress {
     }
 
     /// A passing detail (shown on the spinner only).
+    /// With `-v` it is printed as a line of its own.
     pub fn message(&self, msg: &str) {
         if let Some(b) = &self.bar {
             b.set_message(msg.to_owned());
+        }
+        if self.verbose && !self.quiet {
+            self.phase(msg);
         }
     }
 

@@ -3,6 +3,7 @@
 //! sums a run up.
 
 use crate::runner::ScenarioResult;
+use crate::snapshot::SnapshotOutcome;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::Duration;
 pub mod exit {
     /// Every check came out as its scenario expects.
     pub const OK: u8 = 0;
-    /// A check did not come out as expected (or a lint error).
+    /// A check did not come out as expected, or a snapshot differs (or a lint error).
     pub const MISMATCH: u8 = 1;
     /// Bad input: a scenario, a local.conf, the arguments.
     pub const BAD_INPUT: u8 = 2;
@@ -37,11 +38,11 @@ pub struct Summary {
 
 impl Summary {
     /// 3 when the infrastructure failed anywhere (the results are incomplete), else
-    /// 1 when a check did not match, else 0.
+    /// 1 when a check or a snapshot did not match, else 0.
     pub fn exit_code(&self) -> u8 {
         if !self.infrastructure_failures.is_empty() {
             exit::INFRA
-        } else if self.scenarios.iter().any(|r| !r.passed) {
+        } else if self.scenarios.iter().any(|r| !r.passed || r.snapshot.as_ref().is_some_and(|s| s.is_mismatch())) {
             exit::MISMATCH
         } else {
             exit::OK
@@ -71,6 +72,19 @@ impl Summary {
                     format!("{:?}", c.expect).to_lowercase(),
                     format!("{:?}{port}", c.outcome).to_lowercase()
                 ));
+            }
+            match &r.snapshot {
+                Some(SnapshotOutcome::Matched { file }) => s.push_str(&format!("  snapshot matches {}\n", file.display())),
+                Some(SnapshotOutcome::New) => {
+                    s.push_str("  no snapshot for this scenario (its text is snapshot-NAME.txt in the run directory)\n")
+                }
+                Some(SnapshotOutcome::Mismatch { file, pending, diff }) => s.push_str(&format!(
+                    "  SNAPSHOT DIFFERS from {} ({} written; cargo insta review):\n{}",
+                    file.display(),
+                    pending.display(),
+                    diff.lines().map(|l| format!("    {l}\n")).collect::<String>()
+                )),
+                None => {}
             }
             let t: Vec<String> = r.timings.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
             s.push_str(&format!("  timings: {}; run directory {}\n", t.join(", "), r.run_dir.display()));
@@ -124,6 +138,21 @@ impl Summary {
                 let mut case = TestCase::new(c.name.as_str(), status);
                 case.set_classname(format!("{}.{}", r.name, r.cloud));
                 case.set_system_out(format!("{:?} from {:?} to {}: {}", c.kind, c.from, c.to, c.observed.detail));
+                suite.add_test_case(case);
+            }
+            if let Some(snap) = &r.snapshot {
+                let status = match snap {
+                    SnapshotOutcome::Mismatch { file, pending, diff } => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(format!("the result differs from {}", file.display()));
+                        s.set_type("snapshot");
+                        s.set_description(format!("{diff}\npending snapshot: {} (cargo insta review)", pending.display()));
+                        s
+                    }
+                    _ => TestCaseStatus::success(),
+                };
+                let mut case = TestCase::new("snapshot", status);
+                case.set_classname(format!("{}.{}", r.name, r.cloud));
                 suite.add_test_case(case);
             }
             report.add_test_suite(suite);

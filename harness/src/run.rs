@@ -278,7 +278,9 @@ pub struct GcReport {
 /// Remove what killed runs left: every run whose owner is dead and that was not
 /// kept, then any harness-named process, domain, namespace or tap that no live
 /// run claims.
-pub fn gc(libvirt_uri: &str) -> GcReport {
+/// Remove what killed runs left; with `prune_days`, also the directories of
+/// finished runs (nothing left running, not kept) older than that many days.
+pub fn gc(libvirt_uri: &str, prune_days: Option<u64>) -> GcReport {
     let mut report = GcReport::default();
     let mut claimed_vms = Vec::new();
     let mut claimed_links = Vec::new();
@@ -293,6 +295,13 @@ pub fn gc(libvirt_uri: &str) -> GcReport {
         }
         let left = run.leftovers();
         if left.is_empty() {
+            let old = prune_days.is_some_and(|d| now().saturating_sub(run.record.created) >= d * 86_400);
+            if old {
+                match std::fs::remove_dir_all(&run.dir) {
+                    Ok(()) => report.removed.push(format!("run directory {}", run.dir.display())),
+                    Err(e) => report.problems.push(format!("{}: {e}", run.dir.display())),
+                }
+            }
             continue;
         }
         report.problems.extend(run.teardown());

@@ -49,6 +49,11 @@ pub struct ScenarioResult {
     /// How many times the run was made: more than 1 when the infrastructure failed
     /// before (`--retries`), which makes the result flaky.
     pub attempts: u32,
+    /// Passed or failed its checks only after an infrastructure failure.
+    pub flaky: bool,
+    /// The comparison with the stored snapshot, when `harness run` made one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::SnapshotOutcome>,
     /// The guest's addresses, routes, OVS bridges and ports and iptables rules,
     /// normalized so that two runs of one scenario compare equal.
     #[serde(skip)]
@@ -259,6 +264,7 @@ async fn run_group_in(
         }
         timings.insert("host_recipe".to_owned(), t.elapsed().as_secs_f64() + if i == 0 { netplane_s } else { 0.0 });
         progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+        progress.detail(&format!("{}: the recipe's output is in {}", plan.name, log.display()));
 
         let t = Instant::now();
         if i == 0 {
@@ -299,6 +305,7 @@ async fn run_group_in(
                 r.outcome,
                 r.observed.detail.lines().next().unwrap_or("")
             ));
+            progress.detail(&format!("{}: {}: observed {}", plan.name, r.name, r.observed.detail));
             checks_done.push(r);
         }
         timings.insert("checks".to_owned(), t.elapsed().as_secs_f64());
@@ -321,6 +328,8 @@ async fn run_group_in(
             run_id: run.id.clone(),
             run_dir: run.dir.clone(),
             attempts: 1,
+            flaky: false,
+            snapshot: None,
             state,
         };
         let _ = std::fs::write(run.path(&format!("result-{}.json", plan.name)), serde_json::to_vec_pretty(&result).expect("serializable"));

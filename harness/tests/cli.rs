@@ -268,3 +268,25 @@ fn cli_reference_in_docs_is_current() {
     let current = std::fs::read_to_string(path).unwrap_or_default();
     assert!(current == doc, "docs/cli.md is out of date: UPDATE_DOCS=1 cargo test --test cli cli_reference");
 }
+
+#[test]
+fn gc_prunes_old_finished_run_directories_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::env::set_var("HARNESS_RUNS_DIR", dir.path());
+    let mut old = harness::run::Run::create("old").expect("run");
+    old.record.created = 0;
+    old.record.owner_pid = u32::MAX; // no such process: a finished run
+    old.save().expect("save");
+    let mut recent = harness::run::Run::create("recent").expect("run");
+    recent.record.owner_pid = u32::MAX;
+    recent.save().expect("save");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["gc", "--prune", "7"])
+        .env("HARNESS_RUNS_DIR", dir.path())
+        .output()
+        .expect("harness gc");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!old.dir.exists(), "the old run's directory remains");
+    assert!(recent.dir.exists(), "a recent run's directory was removed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removed run directory {}", old.dir.display())));
+}
