@@ -91,23 +91,25 @@ pub async fn probe(accel: Accel, kernel: &Path, deadline: Duration) -> Result<()
     }
 }
 
-/// The probe's verdict is kept until the machine reboots (keyed by the kernel
-/// image and the boot id): under a hanging KVM each probe costs its whole deadline.
+/// The probe's verdict is kept until the machine reboots (keyed by the boot id and
+/// the kernel image; one entry per kernel, so that runs alternating images do not
+/// probe again): under a hanging KVM each probe costs its whole deadline.
 async fn probe_cached(kernel: &Path, deadline: Duration) -> Result<(), String> {
+    type Verdicts = std::collections::BTreeMap<String, Result<(), String>>;
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let key = format!("{}|{}", boot_id.trim(), kernel.display());
+    let boot_id = boot_id.trim();
+    let key = format!("{boot_id}|{}", kernel.display());
     let path = crate::image::cache_root().join("kvm-probe.json");
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok((k, verdict)) = serde_json::from_slice::<(String, Result<(), String>)>(&bytes) {
-            if k == key {
-                return verdict.map_err(|e| format!("{e}; probed earlier since this boot"));
-            }
-        }
+    let mut verdicts: Verdicts = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if let Some(verdict) = verdicts.get(&key) {
+        return verdict.clone().map_err(|e| format!("{e}; probed earlier since this boot"));
     }
     let verdict = probe(Accel::Kvm, kernel, deadline).await;
+    verdicts.retain(|k, _| k.starts_with(&format!("{boot_id}|")));
+    verdicts.insert(key, verdict.clone());
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
-        let _ = std::fs::write(&path, serde_json::to_vec(&(key, &verdict)).unwrap_or_default());
+        let _ = std::fs::write(&path, serde_json::to_vec(&verdicts).unwrap_or_default());
     }
     verdict
 }

@@ -213,6 +213,12 @@ async fn run_group_in(
     let boot_s = t.elapsed().as_secs_f64();
     *ssh_out = Some(booted.ssh.clone());
     let ssh = &booted.ssh;
+    if cloud_kind == CloudKind::Replica {
+        // Open vSwitch takes 15-20 s to start under TCG: start it now, in the
+        // background, while the network plane and the host recipe are set up; the
+        // replica's build waits for it.
+        ssh.exec("systemctl start --no-block openvswitch-switch.service", Duration::from_secs(30)).await?;
+    }
     let t = Instant::now();
     netplane::build(first, plans, run)?;
     if cloud_kind == CloudKind::Devstack {
