@@ -446,6 +446,7 @@ fn run_scenarios(
     }
     let opts = boot_options(vm, templates);
     let progress = Progress::new(out.quiet || matches!(out.format, Format::Json)).verbose(out.verbose);
+    let started = std::time::Instant::now();
     let mut summary = Summary::default();
     let rt = runtime();
     // Scenarios that can share a VM do (each reset to the state it declares; the
@@ -488,6 +489,7 @@ fn run_scenarios(
             }
         }
     }
+    summary.seconds = started.elapsed().as_secs_f64();
     if let Some(dir) = out.snapshots.as_ref().filter(|d| d.is_dir()) {
         for r in &mut summary.scenarios {
             let text = std::fs::read_to_string(r.run_dir.join(format!("snapshot-{}.txt", r.name)))

@@ -34,6 +34,8 @@ pub struct InfraFailure {
 pub struct Summary {
     pub scenarios: Vec<ScenarioResult>,
     pub infrastructure_failures: Vec<InfraFailure>,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
 }
 
 impl Summary {
@@ -98,7 +100,24 @@ impl Summary {
                 f.error
             ));
         }
+        s.push_str(&self.one_line());
+        s.push('\n');
         s
+    }
+
+    /// `4 scenarios: 3 passed, 1 failed, 0 snapshot differences, 0 infrastructure failures, 0 flaky; 176.4 s (exit 1)`
+    pub fn one_line(&self) -> String {
+        let failed = self.scenarios.iter().filter(|r| !r.passed).count();
+        let differ = self.scenarios.iter().filter(|r| r.snapshot.as_ref().is_some_and(|s| s.is_mismatch())).count();
+        let flaky = self.scenarios.iter().filter(|r| r.flaky).count();
+        format!(
+            "{} scenarios: {} passed, {failed} failed, {differ} snapshot differences, {} infrastructure failures, {flaky} flaky; {:.1} s (exit {})",
+            self.scenarios.len() + self.infrastructure_failures.len(),
+            self.scenarios.len() - failed,
+            self.infrastructure_failures.len(),
+            self.seconds,
+            self.exit_code()
+        )
     }
 
     /// JUnit XML: a test suite per scenario, a test case per check; the failure

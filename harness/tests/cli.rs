@@ -194,6 +194,21 @@ fn run_exit_3_when_the_image_fails_its_checksum_and_retries_say_so() {
     let xml = std::fs::read_to_string(&junit).expect("junit written");
     assert!(xml.contains("<error message=\"the infrastructure failed after 2 attempt(s)\" type=\"infrastructure\">"), "{xml}");
     xmllint_validates(&junit);
+    assert!(v["seconds"].as_f64().is_some(), "{v}");
+    // The text report ends with one line a CI log can be grepped for.
+    let text = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--images", images.to_str().expect("utf8"), "--image", "broken", "../scenarios/instance-egress.toml"])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("HARNESS_RUNS_DIR", dir.path().join("runs"))
+        .output()
+        .expect("harness");
+    assert_eq!(text.status.code(), Some(3));
+    let last = String::from_utf8_lossy(&text.stdout).lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.starts_with("1 scenarios: 0 passed, 0 failed, 0 snapshot differences, 1 infrastructure failures, 0 flaky;")
+            && last.ends_with("(exit 3)"),
+        "{last}"
+    );
     // Nothing corrupt was cached.
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache/devstack-harness/images"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
