@@ -40,6 +40,19 @@ fn workflows_pass_actionlint() {
 }
 
 #[test]
+fn the_copy_paste_job_in_the_docs_passes_actionlint() {
+    let Some(bin) = actionlint() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/github.md")).expect("docs/github.md");
+    let job = doc.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block in docs/github.md");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("floating-ips.yml");
+    std::fs::write(&path, job).expect("write");
+    let (ok, text) = lint(&bin, &[&path]);
+    assert!(ok, "the workflow in docs/github.md:\n{text}");
+}
+
+#[test]
 fn ci_workflow_runs_what_ci_run_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let ci = std::fs::read_to_string(root.join(".github/workflows/ci.yml")).expect("ci.yml");
