@@ -111,7 +111,7 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: 
             }
         }
         Endpoint::Host | Endpoint::Instance => {
-            let probe = if c.from == Endpoint::Instance { v.instance_probe.as_str() } else { GUEST_PROBE };
+            let probe = if c.from == Endpoint::Instance { v.instance_probe() } else { GUEST_PROBE.to_owned() };
             let cmd = format!("{probe} {}", probe_args(c, addr, None).join(" "));
             match ssh.exec(&cmd, budget).await {
                 Ok(o) => parse_probe(&format!("{}{}", o.stdout, o.stderr)),

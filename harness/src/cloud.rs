@@ -54,10 +54,8 @@ pub struct CloudValues {
     pub int_port_id: String,
     pub vm_port_id: String,
     pub instance_ns: String,
-    /// The script in the guest that builds this cloud and (dis)associates its floating IP.
-    pub script: String,
-    /// The command (in the guest) that runs the probe inside the instance.
-    pub instance_probe: String,
+    /// Who builds this cloud.
+    pub kind: CloudKind,
 }
 
 pub const REPLICA_SCRIPT: &str = "/usr/local/sbin/harness-replica";
@@ -117,15 +115,24 @@ impl CloudValues {
             int_port_id: id("0c3d4"),
             vm_port_id: id("0e5f6"),
             instance_ns: format!("instance-{run_id}"),
-            script: match kind {
-                CloudKind::Replica => REPLICA_SCRIPT.into(),
-                CloudKind::Devstack => DEVSTACK_SCRIPT.into(),
-            },
-            instance_probe: match kind {
-                CloudKind::Replica => format!("ip netns exec instance-{run_id} {}", crate::checks::GUEST_PROBE),
-                CloudKind::Devstack => format!("{DEVSTACK_SCRIPT} probe"),
-            },
+            kind,
         })
+    }
+
+    /// The script in the guest that builds this cloud and (dis)associates its floating IP.
+    pub fn script(&self) -> &'static str {
+        match self.kind {
+            CloudKind::Replica => REPLICA_SCRIPT,
+            CloudKind::Devstack => DEVSTACK_SCRIPT,
+        }
+    }
+
+    /// The command (in the guest) that runs the probe inside the instance.
+    pub fn instance_probe(&self) -> String {
+        match self.kind {
+            CloudKind::Replica => format!("ip netns exec {} {}", self.instance_ns, crate::checks::GUEST_PROBE),
+            CloudKind::Devstack => format!("{DEVSTACK_SCRIPT} probe"),
+        }
     }
 }
 
@@ -355,7 +362,7 @@ pub async fn build(plan: &Plan, kind: CloudKind, values: &mut CloudValues, site:
 
 /// Disassociate or associate the instance's floating IP, the way the cloud does it.
 pub async fn floating_ip(ssh: &Ssh, values: &CloudValues, verb: &str, log: &std::path::Path) -> Result<(), CloudError> {
-    guest_step(ssh, verb, &format!("{} {verb} 2>&1", values.script), Duration::from_secs(120), log).await.map(|_| ())
+    guest_step(ssh, verb, &format!("{} {verb} 2>&1", values.script()), Duration::from_secs(120), log).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -363,6 +363,11 @@ fn scenario_paths(mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Failure> {
     Ok(paths)
 }
 
+/// Every scenario named (or all of scenarios/), validated before anything boots.
+fn load_plans(paths: Vec<PathBuf>) -> Result<Vec<scenario::Plan>, Failure> {
+    scenario_paths(paths)?.iter().map(|p| scenario::load(p).map_err(bad_input)).collect()
+}
+
 fn cloud_of(cloud: Option<CloudArg>, plan: &scenario::Plan) -> scenario::CloudKind {
     match cloud {
         Some(CloudArg::Replica) => scenario::CloudKind::Replica,
@@ -381,8 +386,7 @@ fn select<'a>(plans: &'a [scenario::Plan], cloud: Option<CloudArg>, select: &Sel
 }
 
 fn list(paths: Vec<PathBuf>, format: Format, sel: &Select) -> Result<u8, Failure> {
-    let plans: Vec<scenario::Plan> =
-        scenario_paths(paths)?.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let plans = load_plans(paths)?;
     let groups = select(&plans, None, sel);
     let rows: Vec<serde_json::Value> = groups
         .iter()
@@ -436,9 +440,7 @@ fn run_scenarios(
     vm: &VmArgs,
     templates: Option<&Path>,
 ) -> Result<u8, Failure> {
-    // Every scenario is validated before anything boots.
-    let mut plans: Vec<scenario::Plan> =
-        scenario_paths(paths)?.iter().map(|p| scenario::load(p).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let mut plans = load_plans(paths)?;
     plans.iter_mut().for_each(|p| vm.apply(p));
     for p in &plans {
         image::load_recipe(image::recipes_dir(vm.images.as_deref()).as_deref(), &p.vm.image)
@@ -492,8 +494,7 @@ fn run_scenarios(
     summary.seconds = started.elapsed().as_secs_f64();
     if let Some(dir) = out.snapshots.as_ref().filter(|d| d.is_dir()) {
         for r in &mut summary.scenarios {
-            let text = std::fs::read_to_string(r.run_dir.join(format!("snapshot-{}.txt", r.name)))
-                .map_err(|e| infra(format!("{}: {e}", r.run_dir.display())))?;
+            let text = harness::runner::snapshot_text(r);
             r.snapshot = Some(
                 harness::snapshot::compare(dir, &r.name, &r.cloud, &r.file, &text)
                     .map_err(|e| infra(format!("snapshot in {}: {e}", dir.display())))?,

@@ -122,17 +122,6 @@ pub enum Keep {
     Never,
 }
 
-/// Run one scenario.
-pub async fn run_scenario(
-    plan: &Plan,
-    cloud_kind: CloudKind,
-    opts: &BootOptions,
-    progress: &Progress,
-) -> Result<ScenarioResult, RunnerError> {
-    let mut results = run_group(&[plan], cloud_kind, opts, progress, Keep::Never).await?;
-    Ok(results.remove(0))
-}
-
 /// Split the guest's diagnostics ("=== FILE ===" sections) into files under `dir`.
 fn write_sections(text: &str, dir: &std::path::Path) {
     let mut current: Option<(std::path::PathBuf, String)> = None;
