@@ -35,8 +35,20 @@ pub enum BootError {
     Run(#[from] run::RunError),
     #[error("{what}: expected {expected}, saw {seen}\n--- last console lines ---\n{console_tail}\n--- whole console log: {console} (run directory {run_dir})")]
     Guest { what: String, expected: String, seen: String, console_tail: String, console: PathBuf, run_dir: PathBuf },
+    #[error(transparent)]
+    Netplane(#[from] crate::netplane::NetplaneError),
     #[error("interrupted; everything the run created was removed")]
     Interrupted,
+}
+
+impl BootError {
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            BootError::Render(e) => e.is_bad_input(),
+            BootError::Image(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -201,14 +213,11 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     ));
 
     // QEMU has the tap open: move it into the edge namespace and give it the gateway address.
-    run::move_to_netns(&tap, &edge)?;
-    let gw = format!("{}/{}", plan.world.guest_gateway, plan.world.guest_address.prefix_len());
-    run::in_netns(&edge, "edge lo up", &["ip", "link", "set", "lo", "up"])?;
-    run::in_netns(&edge, "edge gateway address", &["ip", "addr", "add", &gw, "dev", &tap])?;
-    run::in_netns(&edge, "edge tap up", &["ip", "link", "set", &tap, "up"])?;
+    crate::netplane::attach_tap(plan, run).await?;
 
     let factor = accel.accel.timeout_factor();
-    let target = ssh::Target { port, user: "root".into(), private_key: key_path.clone(), host_public_key: keys.host_public.clone() };
+    run.save()?;
+    let target = run.ssh_target().expect("the SSH port was recorded above");
     let console = cfg.console_log.clone();
     let h = handle.clone();
     let console_for_check = console.clone();

@@ -2,11 +2,10 @@
 //! namespace on the host, the guest's root namespace, or the instance), with the
 //! same probe script everywhere, compared with what the scenario expects.
 
-use crate::cloud::CloudValues;
-use crate::netplane::script;
-use crate::run::{self, Run};
+use crate::cloud::Deployed;
+use crate::exec::{Cmd, ExecError, Executor};
 use crate::scenario::{Check, CheckKind, Endpoint, Expect, Plan, Target};
-use crate::ssh::Ssh;
+use crate::scripts::{script, GUEST_PROBE};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -39,7 +38,7 @@ pub struct CheckResult {
 }
 
 /// The address a target names, seen from `from`.
-pub fn resolve(t: &Target, from: Endpoint, plan: &Plan, v: &CloudValues) -> Ipv4Addr {
+pub fn resolve(t: &Target, from: Endpoint, plan: &Plan, v: &Deployed) -> Ipv4Addr {
     match t {
         Target::FloatingIp => v.floating_ip,
         Target::PublicIp => plan.world.public_ip,
@@ -53,10 +52,19 @@ pub fn resolve(t: &Target, from: Endpoint, plan: &Plan, v: &CloudValues) -> Ipv4
     }
 }
 
-pub const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
+/// Where the checks run: the guest, and the internet namespace on the host with
+/// the probe's path there.
+pub struct Probes<'a> {
+    pub guest: &'a dyn Executor,
+    pub internet: &'a dyn Executor,
+    pub internet_probe: &'a str,
+}
 
-pub async fn install_probe(ssh: &Ssh) -> Result<(), crate::ssh::SshError> {
-    ssh.upload(script("probe.py").as_bytes().to_vec(), GUEST_PROBE, 0o755).await
+/// Put the probe in the guest (checks from the host and the instance run it) and
+/// on the host (checks from the internet run it in their namespace).
+pub async fn install_probe(p: &Probes<'_>) -> Result<(), ExecError> {
+    p.guest.upload(script("probe.py").as_bytes(), GUEST_PROBE, 0o755).await?;
+    p.internet.upload(script("probe.py").as_bytes(), p.internet_probe, 0o755).await
 }
 
 fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String> {
@@ -91,33 +99,22 @@ fn parse_probe(text: &str) -> (Expect, String) {
     }
 }
 
-pub async fn run_check(c: &Check, plan: &Plan, v: &CloudValues, ssh: &Ssh, run: &Run) -> CheckResult {
+/// Run one check from where it says and compare it with what it expects. A
+/// probe that cannot run is an "unreachable" outcome whose detail says why.
+pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>) -> CheckResult {
     let addr = resolve(&c.to, c.from, plan, v);
     let budget = Duration::from_secs_f64(c.timeout_s + 30.0);
-    let (outcome, detail) = match c.from {
-        Endpoint::Internet => {
-            let path = run.path("probe.py");
-            let _ = std::fs::write(&path, script("probe.py"));
-            let mut cmd = tokio::process::Command::new("ip");
-            cmd.args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"]).arg(&path).args(probe_args(
-                c,
-                addr,
-                Some(plan.world.internet_client),
-            ));
-            match tokio::time::timeout(budget, cmd.output()).await {
-                Ok(Ok(o)) => parse_probe(&String::from_utf8_lossy(&o.stdout)),
-                Ok(Err(e)) => (Expect::Unreachable, format!("cannot run the probe: {e}")),
-                Err(_) => (Expect::Unreachable, "the probe itself timed out".into()),
-            }
-        }
-        Endpoint::Host | Endpoint::Instance => {
-            let probe = if c.from == Endpoint::Instance { v.instance_probe() } else { GUEST_PROBE.to_owned() };
-            let cmd = format!("{probe} {}", probe_args(c, addr, None).join(" "));
-            match ssh.exec(&cmd, budget).await {
-                Ok(o) => parse_probe(&format!("{}{}", o.stdout, o.stderr)),
-                Err(e) => (Expect::Unreachable, format!("SSH: {e}")),
-            }
-        }
+    let (exec, argv): (&dyn Executor, Vec<String>) = match c.from {
+        Endpoint::Internet => (p.internet, vec!["/usr/bin/python3".into(), p.internet_probe.into()]),
+        Endpoint::Host => (p.guest, vec![GUEST_PROBE.into()]),
+        Endpoint::Instance => (p.guest, v.instance_probe.clone()),
+    };
+    let source = (c.from == Endpoint::Internet).then_some(plan.world.internet_client);
+    let cmd = Cmd::new(argv).args(probe_args(c, addr, source)).timeout(budget);
+    let (outcome, detail) = match exec.run(&cmd).await {
+        Ok(o) => parse_probe(&o.text()),
+        Err(e) if e.is_timeout() => (Expect::Unreachable, "the probe itself timed out".into()),
+        Err(e) => (Expect::Unreachable, format!("cannot run the probe: {e}")),
     };
     let seen_as = detail.lines().find_map(|l| l.trim().strip_prefix("seen_as ")).map(str::to_owned);
     let expected_seen_as = c.seen_as.as_ref().map(|t| resolve(t, c.from, plan, v).to_string());

@@ -31,6 +31,13 @@ pub enum ImageError {
     Checksum { file: String, expected: String, found: String },
 }
 
+impl ImageError {
+    /// The recipe or its name is wrong (exit 2); everything else is the machine's.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, ImageError::UnknownImage { .. } | ImageError::BadRecipe { .. })
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.into(), source }
 }
@@ -105,6 +112,13 @@ pub struct Recipe {
     /// Where the recipe and its overlay are read from (None: embedded in the binary).
     pub dir: Option<PathBuf>,
     pub hash: String,
+}
+
+impl Recipe {
+    /// Built with debootstrap on this machine (else downloaded).
+    pub fn needs_debootstrap(&self) -> bool {
+        matches!(self.file.build, BuildSpec::Debootstrap { .. })
+    }
 }
 
 /// A built base image in the cache.

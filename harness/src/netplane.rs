@@ -1,19 +1,26 @@
-//! The network plane on the host, all inside the run's own namespaces (DESIGN.md,
-//! "The world"): the cloud edge (the guest's gateway and the 1:1 NAT between the
-//! public IP and the guest's private address) and the internet (client and
-//! responder). Nothing is added to the host's own namespace: the veth between
-//! edge and internet is created directly inside them.
+//! The network plane on the host, all inside the run's own namespaces
+//! (docs/design.md, "The world"): the cloud edge (the guest's gateway and the 1:1
+//! NAT between the public IP and the guest's private address) and the internet
+//! (client and responder). Nothing is added to the host's own namespace: the veth
+//! between edge and internet is created directly inside them.
 
+use crate::exec::{Cmd, ExecError, Executor, HostNetns};
 use crate::run::{self, Run, RunError};
 use crate::scenario::{CheckKind, Plan, Target};
-use include_dir::{include_dir, Dir};
-use std::path::PathBuf;
-use std::process::Command;
+use crate::scripts::script;
+use crate::wait::{self, Step};
+use std::time::Duration;
 
-pub static SCRIPTS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/scripts");
-
-pub fn script(name: &str) -> &'static str {
-    SCRIPTS.get_file(name).and_then(|f| f.contents_utf8()).expect("embedded script")
+#[derive(Debug, thiserror::Error)]
+pub enum NetplaneError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("{what} failed ({place}): `{command}` exited {status}: {stderr}")]
+    Step { what: String, place: String, command: String, status: i32, stderr: String },
+    #[error("{what}: {source}; see {log}")]
+    NotReady { what: String, source: wait::WaitError, log: String },
 }
 
 fn edge_veth(id: &str) -> String {
@@ -22,48 +29,80 @@ fn edge_veth(id: &str) -> String {
 fn inet_veth(id: &str) -> String {
     format!("dh{id}i0")
 }
+fn uplink_if(id: &str) -> String {
+    format!("dh{id}u0")
+}
 
-fn ipt(ns: &str, what: &str, args: &[&str]) -> Result<(), RunError> {
-    let mut full = vec!["iptables", "-w"];
-    full.extend_from_slice(args);
-    run::in_netns(ns, what, &full)
+/// Run `argv` where `at` is; a non-zero exit is an error that names the step.
+pub async fn step(at: &dyn Executor, what: &str, argv: &[&str]) -> Result<(), NetplaneError> {
+    let cmd = Cmd::new(argv.iter().copied()).timeout(Duration::from_secs(30));
+    let out = at.run(&cmd).await?;
+    if out.status != 0 {
+        return Err(NetplaneError::Step {
+            what: what.into(),
+            place: at.place(),
+            command: cmd.shell_line(),
+            status: out.status,
+            stderr: out.stderr.trim().into(),
+        });
+    }
+    Ok(())
+}
+
+/// The edge namespace's side of the guest's data NIC: the tap QEMU opened, moved
+/// into the edge with the guest's gateway address. Called right after the VM started.
+pub async fn attach_tap(plan: &Plan, run: &Run) -> Result<(), NetplaneError> {
+    let host = HostNetns { netns: None };
+    let (edge_ns, tap) = (run::edge_netns(&run.id), run::data_tap(&run.id));
+    step(&host, "tap into the edge", &["ip", "link", "set", &tap, "netns", &edge_ns]).await?;
+    let edge = HostNetns::new(&edge_ns);
+    let gw = format!("{}/{}", plan.world.guest_gateway, plan.world.guest_address.prefix_len());
+    step(&edge, "edge lo up", &["ip", "link", "set", "lo", "up"]).await?;
+    step(&edge, "edge gateway address", &["ip", "addr", "add", &gw, "dev", &tap]).await?;
+    step(&edge, "edge tap up", &["ip", "link", "set", &tap, "up"]).await
 }
 
 /// Wire the internet namespace to the edge and put the edge's NAT in place.
 /// Called after the boot made the edge namespace and moved the guest's tap into it.
 /// The responder answers on the ports of every scenario in `plans` (they share the VM).
-pub fn build(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), RunError> {
+pub async fn build(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), NetplaneError> {
     let w = &plan.world;
-    let edge = run::edge_netns(&run.id);
-    let inet = run::internet_netns(&run.id);
-    run.add_netns(&inet)?;
+    let (edge_ns, inet_ns) = (run::edge_netns(&run.id), run::internet_netns(&run.id));
+    run.add_netns(&inet_ns)?;
     let (ev, iv) = (edge_veth(&run.id), inet_veth(&run.id));
     run.record.taps.extend([ev.clone(), iv.clone()]);
     run.save()?;
-    let out = Command::new("ip")
-        .args(["link", "add", &ev, "netns", &edge, "type", "veth", "peer", "name", &iv, "netns", &inet])
-        .output()
-        .map_err(|e| RunError::Command { what: "ip link add veth".into(), detail: e.to_string() })?;
-    if !out.status.success() {
-        return Err(RunError::Command { what: "ip link add veth".into(), detail: String::from_utf8_lossy(&out.stderr).trim().into() });
-    }
+    let host = HostNetns { netns: None };
+    step(
+        &host,
+        "veth between edge and internet",
+        &["ip", "link", "add", &ev, "netns", &edge_ns, "type", "veth", "peer", "name", &iv, "netns", &inet_ns],
+    )
+    .await?;
+    let (edge, inet) = (HostNetns::new(&edge_ns), HostNetns::new(&inet_ns));
     let edge_addr = w.internet_edge.to_string();
     let prefix = w.internet_edge.prefix_len();
-    run::in_netns(&edge, "edge address", &["ip", "addr", "add", &edge_addr, "dev", &ev])?;
-    run::in_netns(&edge, "edge veth up", &["ip", "link", "set", &ev, "up"])?;
-    run::in_netns(&edge, "edge forwarding", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    step(&edge, "edge address", &["ip", "addr", "add", &edge_addr, "dev", &ev]).await?;
+    step(&edge, "edge veth up", &["ip", "link", "set", &ev, "up"]).await?;
+    step(&edge, "edge forwarding", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]).await?;
     let (public, private) = (w.public_ip.to_string(), w.guest_address.addr().to_string());
     // The cloud's 1:1 NAT, as the provider's edge does it for an instance with a public IP.
-    ipt(&edge, "edge DNAT", &["-t", "nat", "-A", "PREROUTING", "-d", &public, "-j", "DNAT", "--to-destination", &private])?;
-    ipt(&edge, "edge SNAT", &["-t", "nat", "-A", "POSTROUTING", "-s", &private, "-j", "SNAT", "--to-source", &public])?;
+    step(
+        &edge,
+        "edge DNAT",
+        &["iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-d", &public, "-j", "DNAT", "--to-destination", &private],
+    )
+    .await?;
+    step(&edge, "edge SNAT", &["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", &private, "-j", "SNAT", "--to-source", &public])
+        .await?;
 
-    run::in_netns(&inet, "internet lo up", &["ip", "link", "set", "lo", "up"])?;
+    step(&inet, "internet lo up", &["ip", "link", "set", "lo", "up"]).await?;
     for a in [w.internet_client, w.internet_responder] {
-        run::in_netns(&inet, "internet address", &["ip", "addr", "add", &format!("{a}/{prefix}"), "dev", &iv])?;
+        step(&inet, "internet address", &["ip", "addr", "add", &format!("{a}/{prefix}"), "dev", &iv]).await?;
     }
-    run::in_netns(&inet, "internet veth up", &["ip", "link", "set", &iv, "up"])?;
-    run::in_netns(&inet, "internet default route", &["ip", "route", "add", "default", "via", &w.internet_edge.addr().to_string()])?;
-    start_responder(plan, plans, run)
+    step(&inet, "internet veth up", &["ip", "link", "set", &iv, "up"]).await?;
+    step(&inet, "internet default route", &["ip", "route", "add", "default", "via", &w.internet_edge.addr().to_string()]).await?;
+    start_responder(plan, plans, run).await
 }
 
 /// Ports the responder must answer on: those of the checks that go to it.
@@ -85,36 +124,43 @@ fn responder_ports(plans: &[&Plan]) -> (Vec<u16>, Vec<u16>) {
     (tcp, udp)
 }
 
-fn start_responder(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), RunError> {
-    let path: PathBuf = run.path("responder.py");
+/// Start a helper process on the host for the run's lifetime (recorded, so that
+/// teardown and gc end it), its output in `log`.
+fn spawn_helper(run: &mut Run, what: &str, argv: &[String], log: &std::path::Path) -> Result<(), NetplaneError> {
+    let io = |source| RunError::Io { path: log.into(), source };
+    let file = std::fs::File::create(log).map_err(io)?;
+    let child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().map_err(io)?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| RunError::Command { what: what.into(), detail: format!("{e}") })?;
+    run.record.helpers.push(child.id() as i32);
+    run.save()?;
+    Ok(())
+}
+
+async fn start_responder(plan: &Plan, plans: &[&Plan], run: &mut Run) -> Result<(), NetplaneError> {
+    let path = run.path("responder.py");
     std::fs::write(&path, script("responder.py")).map_err(|source| RunError::Io { path: path.clone(), source })?;
     let (tcp, udp) = responder_ports(plans);
     let join = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let log =
-        std::fs::File::create(run.path("responder.log")).map_err(|source| RunError::Io { path: run.path("responder.log"), source })?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"])
-        .arg(&path)
-        .arg(plan.world.internet_responder.to_string())
-        .args(["--tcp", &join(&tcp), "--udp", &join(&udp)])
-        .stdout(log.try_clone().map_err(|source| RunError::Io { path: run.path("responder.log"), source })?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| RunError::Command { what: "start the responder".into(), detail: e.to_string() })?;
-    run.record.helpers.push(child.id() as i32);
-    run.save()?;
+    let log = run.path("responder.log");
+    let mut argv: Vec<String> = ["ip", "netns", "exec", &run::internet_netns(&run.id), "/usr/bin/python3"].map(String::from).to_vec();
+    argv.extend([path.display().to_string(), plan.world.internet_responder.to_string()]);
+    argv.extend(["--tcp".into(), join(&tcp), "--udp".into(), join(&udp)]);
+    spawn_helper(run, "start the responder", &argv, &log)?;
     // Wait for "ready" so that the first check does not race the listeners.
-    for _ in 0..100 {
-        if std::fs::read_to_string(run.path("responder.log")).is_ok_and(|s| s.contains("ready")) {
-            return Ok(());
+    wait::until("the responder to print \"ready\"", Duration::from_secs(5), Duration::from_millis(20), || async {
+        match std::fs::read_to_string(&log) {
+            Ok(s) if s.contains("ready") => Step::Done(()),
+            Ok(s) => Step::NotYet(format!("{:?}", s.trim())),
+            Err(e) => Step::NotYet(e.to_string()),
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Err(RunError::Command { what: "responder".into(), detail: format!("not ready after 5 s; see {}", run.path("responder.log").display()) })
-}
-
-fn uplink_if(id: &str) -> String {
-    format!("dh{id}u0")
+    })
+    .await
+    .map_err(|source| NetplaneError::NotReady { what: "responder".into(), source, log: log.display().to_string() })
 }
 
 /// QEMU-style user-mode networking's address for the uplink's DNS (slirp4netns).
@@ -126,51 +172,55 @@ pub const UPLINK_DNS: &str = "10.0.2.3";
 /// edge, and DNS asked of the guest's gateway forwarded to slirp's resolver. Never
 /// used by the replica: there the guest reaches nothing but harness namespaces.
 /// `host_loopback` lets the edge reach the host's 127.0.0.1 as 10.0.2.2 (tests only).
-pub fn uplink(plan: &Plan, run: &mut Run, host_loopback: bool) -> Result<(), RunError> {
-    let edge = run::edge_netns(&run.id);
+pub async fn uplink(plan: &Plan, run: &mut Run, host_loopback: bool) -> Result<(), NetplaneError> {
+    let edge_ns = run::edge_netns(&run.id);
     let ifname = uplink_if(&run.id);
     let log = run.path("slirp4netns.log");
-    let file = std::fs::File::create(&log).map_err(|source| RunError::Io { path: log.clone(), source })?;
-    let mut cmd = Command::new("slirp4netns");
-    cmd.args(["--configure", "--mtu=65520", "--netns-type=path"]);
+    let mut argv: Vec<String> = ["slirp4netns", "--configure", "--mtu=65520", "--netns-type=path"].map(String::from).to_vec();
     if !host_loopback {
-        cmd.arg("--disable-host-loopback");
+        argv.push("--disable-host-loopback".into());
     }
-    let child = cmd
-        .arg(format!("/run/netns/{edge}"))
-        .arg(&ifname)
-        .stdout(file.try_clone().map_err(|source| RunError::Io { path: log.clone(), source })?)
-        .stderr(file)
-        .spawn()
-        .map_err(|e| RunError::Command { what: "slirp4netns".into(), detail: format!("{e} (apt-get install slirp4netns)") })?;
-    run.record.helpers.push(child.id() as i32);
-    run.save()?;
+    argv.extend([format!("/run/netns/{edge_ns}"), ifname.clone()]);
+    spawn_helper(run, "slirp4netns (apt-get install slirp4netns)", &argv, &log)?;
+    let edge = HostNetns::new(&edge_ns);
     // Ready when its interface has its address in the edge namespace.
-    let ready = (0..100).any(|_| {
-        let up = Command::new("ip")
-            .args(["netns", "exec", &edge, "ip", "-4", "-o", "addr", "show", "dev", &ifname])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("inet "));
-        if !up {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    let show = Cmd::new(["ip", "-4", "-o", "addr", "show", "dev", &ifname]).timeout(Duration::from_secs(5));
+    wait::until(&format!("an address on {ifname} in {edge_ns}"), Duration::from_secs(5), Duration::from_millis(20), || async {
+        match edge.run(&show).await {
+            Ok(o) if o.stdout.contains("inet ") => Step::Done(()),
+            Ok(o) => Step::NotYet(o.text().trim().to_owned()),
+            Err(e) => Step::NotYet(e.to_string()),
         }
-        up
-    });
-    if !ready {
-        return Err(RunError::Command {
-            what: "slirp4netns".into(),
-            detail: format!("no address on {ifname} in {edge} after 5 s; see {}", log.display()),
-        });
-    }
+    })
+    .await
+    .map_err(|source| NetplaneError::NotReady { what: "slirp4netns".into(), source, log: log.display().to_string() })?;
     // Before the 1:1 SNAT, which would otherwise claim this traffic too.
-    ipt(&edge, "uplink MASQUERADE", &["-t", "nat", "-I", "POSTROUTING", "1", "-o", &ifname, "-j", "MASQUERADE"])?;
+    step(&edge, "uplink MASQUERADE", &["iptables", "-w", "-t", "nat", "-I", "POSTROUTING", "1", "-o", &ifname, "-j", "MASQUERADE"]).await?;
     let gw = plan.world.guest_gateway.to_string();
     for proto in ["udp", "tcp"] {
-        ipt(
+        step(
             &edge,
             "uplink DNS",
-            &["-t", "nat", "-A", "PREROUTING", "-d", &gw, "-p", proto, "--dport", "53", "-j", "DNAT", "--to-destination", UPLINK_DNS],
-        )?;
+            &[
+                "iptables",
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &gw,
+                "-p",
+                proto,
+                "--dport",
+                "53",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                UPLINK_DNS,
+            ],
+        )
+        .await?;
     }
     Ok(())
 }

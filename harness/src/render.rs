@@ -31,6 +31,13 @@ pub enum RenderError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+impl RenderError {
+    /// A template that cannot be read or rendered is bad input; writing is the machine's.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, RenderError::Write { .. })
+    }
+}
+
 /// The guest's two NICs. Fixed MACs are safe: each run's data NIC sits in its
 /// own namespace and the management NIC is user-mode networking.
 #[derive(Debug, Clone, Serialize)]
@@ -130,21 +137,37 @@ impl Renderer {
         self.tera.render(name, &ctx).map_err(|e| tera_error(name, e))
     }
 
-    pub fn render(&self, plan: &Plan, run_id: &str, keys: &RunKeys) -> Result<Rendered, RenderError> {
-        let nics = Nics::default();
+    /// What every template sees: the plan and the host's IP.
+    fn plan_context(plan: &Plan) -> tera::Context {
         let mut ctx = tera::Context::new();
         ctx.insert("plan", plan);
+        ctx.insert("host_ip", &plan.host_ip().to_string());
+        ctx
+    }
+
+    /// The host recipe alone (it depends on the plan only).
+    pub fn host_recipe(&self, plan: &Plan) -> Result<String, RenderError> {
+        self.tera.render(HOST_RECIPE, &Self::plan_context(plan)).map_err(|e| tera_error(HOST_RECIPE, e))
+    }
+
+    /// The local.conf alone: the scenario's own file, or the rendered template.
+    pub fn local_conf(&self, plan: &Plan) -> Result<String, RenderError> {
+        match &plan.user_local_conf {
+            Some((_, text)) => Ok(text.clone()),
+            None => self.tera.render(LOCAL_CONF, &Self::plan_context(plan)).map_err(|e| tera_error(LOCAL_CONF, e)),
+        }
+    }
+
+    pub fn render(&self, plan: &Plan, run_id: &str, keys: &RunKeys) -> Result<Rendered, RenderError> {
+        let nics = Nics::default();
+        let mut ctx = Self::plan_context(plan);
         ctx.insert("run_id", run_id);
         ctx.insert("keys", keys);
         ctx.insert("nics", &nics);
-        ctx.insert("host_ip", &plan.host_ip().to_string());
         let render = |name: &str, ctx: &tera::Context| self.tera.render(name, ctx).map_err(|e| tera_error(name, e));
 
-        let local_conf = match &plan.user_local_conf {
-            Some((_, text)) => text.clone(),
-            None => render(LOCAL_CONF, &ctx)?,
-        };
-        let host_recipe = render(HOST_RECIPE, &ctx)?;
+        let local_conf = self.local_conf(plan)?;
+        let host_recipe = self.host_recipe(plan)?;
         ctx.insert("local_conf", &local_conf);
         ctx.insert("host_recipe", &host_recipe);
         Ok(Rendered {

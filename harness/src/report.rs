@@ -36,6 +36,8 @@ pub struct Summary {
     pub infrastructure_failures: Vec<InfraFailure>,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
+    /// Ctrl-C or SIGTERM ended the run: the results are what finished before.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -77,9 +79,14 @@ impl Summary {
             }
             match &r.snapshot {
                 Some(SnapshotOutcome::Matched { file }) => s.push_str(&format!("  snapshot matches {}\n", file.display())),
-                Some(SnapshotOutcome::New) => {
-                    s.push_str("  no snapshot for this scenario (its text is snapshot-NAME.txt in the run directory)\n")
+                Some(SnapshotOutcome::New { pending }) => {
+                    s.push_str(&format!("  no snapshot yet: {} written (cargo insta review accepts it)\n", pending.display()))
                 }
+                Some(SnapshotOutcome::Missing { file, pending }) => s.push_str(&format!(
+                    "  NO SNAPSHOT {} (CI fails without one): record it by running this scenario outside CI, then `cargo insta review` (or accept {} by renaming it)\n",
+                    file.display(),
+                    pending.display()
+                )),
                 Some(SnapshotOutcome::Mismatch { file, pending, diff }) => s.push_str(&format!(
                     "  SNAPSHOT DIFFERS from {} ({} written; cargo insta review):\n{}",
                     file.display(),
@@ -166,6 +173,13 @@ impl Summary {
                         s.set_message(format!("the result differs from {}", file.display()));
                         s.set_type("snapshot");
                         s.set_description(format!("{diff}\npending snapshot: {} (cargo insta review)", pending.display()));
+                        s
+                    }
+                    SnapshotOutcome::Missing { file, pending } => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(format!("no snapshot {} (CI needs one)", file.display()));
+                        s.set_type("snapshot");
+                        s.set_description(format!("record it outside CI and run cargo insta review; pending: {}", pending.display()));
                         s
                     }
                     _ => TestCaseStatus::success(),

@@ -28,6 +28,10 @@ pub struct Record {
     pub created: u64,
     /// The harness process that owns the run; a dead owner means a killed run.
     pub owner_pid: u32,
+    /// When the owner started (clock ticks after boot, /proc/PID/stat), so that a
+    /// reused pid is never taken for the owner.
+    #[serde(default)]
+    pub owner_start: u64,
     /// Kept on purpose (`--keep`): `gc` leaves it while its VM runs.
     pub keep: bool,
     pub vm: Option<VmHandle>,
@@ -98,6 +102,7 @@ impl Run {
                 scenario: scenario.into(),
                 created: now(),
                 owner_pid: std::process::id(),
+                owner_start: process_start(std::process::id()).unwrap_or(0),
                 ssh_user: "root".into(),
                 status: "starting".into(),
                 ..Default::default()
@@ -135,6 +140,16 @@ impl Run {
         self.dir.join(name)
     }
 
+    /// How to reach the run's guest over SSH, once its port is known.
+    pub fn ssh_target(&self) -> Option<crate::ssh::Target> {
+        Some(crate::ssh::Target {
+            port: self.record.ssh_port?,
+            user: self.record.ssh_user.clone(),
+            private_key: self.path("id_ed25519"),
+            host_public_key: self.record.host_public_key.clone(),
+        })
+    }
+
     pub fn set_status(&mut self, status: &str) {
         self.record.status = status.into();
         let _ = self.save();
@@ -154,12 +169,17 @@ impl Run {
         sh("ip tuntap add", Command::new("ip").args(["tuntap", "add", "dev", name, "mode", "tap"]))
     }
 
+    /// Is the process that owns this run still running? Its pid alone is not
+    /// proof: the start time must match too.
     pub fn owner_alive(&self) -> bool {
         let pid = self.record.owner_pid;
         if pid == std::process::id() {
             return true;
         }
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+        match process_start(pid) {
+            Some(start) => self.record.owner_start == 0 || start == self.record.owner_start,
+            None => false,
+        }
     }
 
     /// Remove everything this run created, in reverse order of dependency: the VM,
@@ -223,6 +243,18 @@ impl Run {
     }
 }
 
+/// When `pid` started (field 22 of /proc/PID/stat); None when it is gone or a zombie.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
 fn sh(what: &str, cmd: &mut Command) -> Result<(), RunError> {
     let out = cmd.output().map_err(|e| RunError::Command { what: what.into(), detail: e.to_string() })?;
     if out.status.success() {
@@ -230,15 +262,6 @@ fn sh(what: &str, cmd: &mut Command) -> Result<(), RunError> {
     } else {
         Err(RunError::Command { what: what.into(), detail: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
     }
-}
-
-/// Run `args` inside a namespace.
-pub fn in_netns(ns: &str, what: &str, args: &[&str]) -> Result<(), RunError> {
-    sh(what, Command::new("ip").args(["netns", "exec", ns]).args(args))
-}
-
-pub fn move_to_netns(link: &str, ns: &str) -> Result<(), RunError> {
-    sh("ip link set netns", Command::new("ip").args(["link", "set", link, "netns", ns]))
 }
 
 pub fn netns_exists(name: &str) -> bool {
@@ -272,25 +295,26 @@ pub fn harness_taps() -> Vec<String> {
 pub struct GcReport {
     pub runs: Vec<String>,
     pub removed: Vec<String>,
+    /// Harness-named resources that no run here records: maybe another runs
+    /// directory's, or a test's. Never removed by gc.
+    pub left_alone: Vec<String>,
     pub problems: Vec<String>,
 }
 
-/// Remove what killed runs left: every run whose owner is dead and that was not
-/// kept, then any harness-named process, domain, namespace or tap that no live
-/// run claims.
-/// Remove what killed runs left; with `prune_days`, also the directories of
-/// finished runs (nothing left running, not kept) older than that many days.
+/// Remove what dead runs left: a run is dead when its owner process is gone (pid
+/// and start time) and it was not kept up on purpose. Only resources recorded in a
+/// dead run's record are removed; a live run's, and anything no record names, are
+/// left alone. With `prune_days`, also the directories of finished runs (nothing
+/// left, not kept) older than that many days.
 pub fn gc(libvirt_uri: &str, prune_days: Option<u64>) -> GcReport {
     let mut report = GcReport::default();
-    let mut claimed_vms = Vec::new();
-    let mut claimed_links = Vec::new();
+    let mut recorded: Vec<String> = Vec::new();
     for mut run in Run::all() {
+        recorded.push(vm_name(&run.id));
+        recorded.extend(run.record.netns.iter().chain(&run.record.taps).cloned());
         // A kept run counts only once its boot finished: `up --keep` killed mid-boot is debris.
         let kept_and_up = run.record.keep && run.record.status == "up" && run.record.vm.as_ref().is_some_and(VmHandle::is_running);
         if run.owner_alive() || kept_and_up {
-            claimed_vms.push(vm_name(&run.id));
-            claimed_links.extend(run.record.netns.clone());
-            claimed_links.extend(run.record.taps.clone());
             continue;
         }
         let left = run.leftovers();
@@ -308,35 +332,50 @@ pub fn gc(libvirt_uri: &str, prune_days: Option<u64>) -> GcReport {
         report.removed.extend(left);
         report.runs.push(run.id.clone());
     }
-    for (pid, name) in crate::vm::qemu::harness_processes() {
-        if !claimed_vms.contains(&name) {
-            let _ = crate::vm::qemu::stop(pid, &name, Duration::from_secs(10));
-            report.removed.push(format!("QEMU pid {pid} ({name})"));
-        }
-    }
-    for domain in crate::vm::libvirt::harness_domains(libvirt_uri) {
-        if !claimed_vms.contains(&domain) {
-            match crate::vm::libvirt::stop(libvirt_uri, &domain) {
-                Ok(()) => report.removed.push(format!("domain {domain}")),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-    }
-    for ns in harness_netns() {
-        if !claimed_links.contains(&ns) {
-            match sh("ip netns del", Command::new("ip").args(["netns", "del", &ns])) {
-                Ok(()) => report.removed.push(format!("netns {ns}")),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-    }
-    for tap in harness_taps() {
-        if !claimed_links.contains(&tap) {
-            match sh("ip link del", Command::new("ip").args(["link", "del", &tap])) {
-                Ok(()) => report.removed.push(format!("tap {tap}")),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-    }
+    let unrecorded = |name: &String| !recorded.contains(name);
+    let root = runs_root();
+    let note = |what: String| format!("{what} (no run in {} records it)", root.display());
+    report.left_alone.extend(
+        crate::vm::qemu::harness_processes()
+            .into_iter()
+            .filter(|(_, n)| unrecorded(n))
+            .map(|(pid, n)| note(format!("QEMU pid {pid} ({n})"))),
+    );
     report
+        .left_alone
+        .extend(crate::vm::libvirt::harness_domains(libvirt_uri).into_iter().filter(unrecorded).map(|d| note(format!("domain {d}"))));
+    report.left_alone.extend(harness_netns().into_iter().filter(unrecorded).map(|n| note(format!("netns {n}"))));
+    report.left_alone.extend(harness_taps().into_iter().filter(unrecorded).map(|t| note(format!("link {t}"))));
+    report
+}
+
+/// `harness ps`: a line per run.
+pub fn ps_table(runs: &[Run]) -> String {
+    let mut s = format!("{:<10} {:<22} {:<8} {:<8} {:<6} {:<6} status\n", "RUN", "SCENARIO", "BACKEND", "VM", "PORT", "OWNER");
+    for run in runs {
+        let r = &run.record;
+        let vm = match &r.vm {
+            Some(v) if v.is_running() => "up",
+            Some(_) => "down",
+            None => "-",
+        };
+        let owner = if run.owner_alive() {
+            "alive"
+        } else if r.keep {
+            "kept"
+        } else {
+            "gone"
+        };
+        s.push_str(&format!(
+            "{:<10} {:<22} {:<8} {:<8} {:<6} {:<6} {}\n",
+            run.id,
+            r.scenario,
+            r.vm.as_ref().map(|v| v.backend()).unwrap_or("-"),
+            vm,
+            r.ssh_port.map(|p| p.to_string()).unwrap_or_default(),
+            owner,
+            r.status
+        ));
+    }
+    s
 }

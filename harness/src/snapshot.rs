@@ -1,8 +1,9 @@
 //! Snapshot comparison for `harness run`: a scenario's normalized result against
 //! the insta snapshot the test suite keeps (`snapshots/scenarios/NAME.snap`; the
 //! devstack cloud's are `NAME@devstack.snap`). A difference writes `NAME.snap.new`
-//! beside it, which `cargo insta review` offers to accept. Scenarios without a
-//! snapshot are reported as new and nothing is written.
+//! beside it, which `cargo insta review` offers to accept. A scenario without a
+//! snapshot gets its `.snap.new` too: it passes as new, except under CI, where it
+//! fails and says how to record it.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -19,15 +20,29 @@ pub enum SnapshotOutcome {
         pending: PathBuf,
         diff: String,
     },
-    /// No snapshot for this scenario: nothing is written (the result's text is
-    /// `snapshot-NAME.txt` in the run directory).
-    New,
+    /// No snapshot for this scenario yet: the result is written as `pending` for
+    /// `cargo insta review`. Passes, except under CI.
+    New {
+        pending: PathBuf,
+    },
+    /// No snapshot, under CI (`CI` set, as insta reads it): a failure, since CI
+    /// must compare against something. `pending` was written all the same.
+    Missing {
+        file: PathBuf,
+        pending: PathBuf,
+    },
 }
 
 impl SnapshotOutcome {
+    /// Fails the run (exit 1).
     pub fn is_mismatch(&self) -> bool {
-        matches!(self, SnapshotOutcome::Mismatch { .. })
+        matches!(self, SnapshotOutcome::Mismatch { .. } | SnapshotOutcome::Missing { .. })
     }
+}
+
+/// True under CI, as insta decides it: `CI` set to anything but empty, "0" or "false".
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
 /// The snapshot's file for a scenario and cloud.
@@ -47,9 +62,10 @@ pub fn body(snap: &str) -> &str {
     }
 }
 
-/// Compare `text` with the stored snapshot; on a difference, write the pending
-/// `.snap.new` for `cargo insta review`.
-pub fn compare(dir: &Path, scenario: &str, cloud: &str, source: &Path, text: &str) -> std::io::Result<SnapshotOutcome> {
+/// Compare `text` with the stored snapshot; on a difference or when there is none,
+/// write the pending `.snap.new` for `cargo insta review`. `ci`: a missing
+/// snapshot is a failure.
+pub fn compare(dir: &Path, scenario: &str, cloud: &str, source: &Path, text: &str, ci: bool) -> std::io::Result<SnapshotOutcome> {
     let file = file_for(dir, scenario, cloud);
     let pending = PathBuf::from(format!("{}.new", file.display()));
     let write_pending =
@@ -66,7 +82,10 @@ pub fn compare(dir: &Path, scenario: &str, cloud: &str, source: &Path, text: &st
             let diff = similar::TextDiff::from_lines(old, new).unified_diff().context_radius(2).header("stored", "this run").to_string();
             Ok(SnapshotOutcome::Mismatch { file, pending, diff })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SnapshotOutcome::New),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_pending()?;
+            Ok(if ci { SnapshotOutcome::Missing { file, pending } } else { SnapshotOutcome::New { pending } })
+        }
         Err(e) => Err(e),
     }
 }
@@ -79,13 +98,18 @@ mod tests {
     fn compares_the_body_and_writes_pending_snapshots() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = Path::new("scenarios/x.toml");
-        let new = compare(dir.path(), "x", "replica", src, "a\nb\n").expect("compare");
-        assert_eq!(new, SnapshotOutcome::New);
-        assert!(!dir.path().join("x.snap.new").exists(), "nothing is written for a scenario without a snapshot");
+        let pending = dir.path().join("x.snap.new");
+        let missing = compare(dir.path(), "x", "replica", src, "a\nb\n", true).expect("compare");
+        assert_eq!(missing, SnapshotOutcome::Missing { file: dir.path().join("x.snap"), pending: pending.clone() });
+        assert!(missing.is_mismatch(), "under CI a missing snapshot fails");
+        let new = compare(dir.path(), "x", "replica", src, "a\nb\n", false).expect("compare");
+        assert_eq!(new, SnapshotOutcome::New { pending: pending.clone() });
+        assert!(!new.is_mismatch());
+        assert!(std::fs::read_to_string(&pending).expect("pending written").ends_with("---\na\nb\n"));
         std::fs::write(dir.path().join("x.snap"), "---\nsource: t\n---\na\nb\n").expect("accept");
-        let same = compare(dir.path(), "x", "replica", src, "a\nb").expect("compare");
+        let same = compare(dir.path(), "x", "replica", src, "a\nb", true).expect("compare");
         assert!(matches!(same, SnapshotOutcome::Matched { .. }), "{same:?}");
-        let changed = compare(dir.path(), "x", "replica", src, "a\nc\n").expect("compare");
+        let changed = compare(dir.path(), "x", "replica", src, "a\nc\n", true).expect("compare");
         match changed {
             SnapshotOutcome::Mismatch { diff, pending, .. } => {
                 assert!(diff.contains("-b\n") && diff.contains("+c\n"), "{diff}");

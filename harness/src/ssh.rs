@@ -3,6 +3,8 @@
 //! seed: it is compared byte for byte before authenticating, so there is no trust
 //! on first use.
 
+use crate::exec::{Cmd, ExecError, Executor};
+use crate::wait::{Step, WaitError};
 use base64::Engine;
 use ssh2::Session;
 use std::io::Read;
@@ -29,13 +31,7 @@ fn proto(e: impl std::fmt::Display) -> SshError {
     SshError::Protocol(e.to_string())
 }
 
-/// The result of a command in the guest.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use crate::exec::Output;
 
 /// Where and how to reach the guest.
 #[derive(Debug, Clone)]
@@ -89,24 +85,27 @@ impl Ssh {
     /// Connect, retrying with backoff until `deadline` (sshd comes up late in boot).
     /// `alive` is asked between tries, so that a dead VM ends the wait at once.
     pub async fn connect(target: Target, deadline: Duration, alive: impl Fn() -> Result<(), String>) -> Result<Ssh, SshError> {
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(200);
-        let mut last;
-        loop {
+        let what = format!("sshd at {}", target.addr());
+        let r = crate::wait::until(&what, deadline, Duration::from_millis(200), || {
             let t = target.clone();
-            match tokio::task::spawn_blocking(move || connect_once(&t)).await.map_err(proto)? {
-                Ok(s) => return Ok(Ssh { session: Arc::new(Mutex::new(s)), target }),
-                Err(e @ SshError::HostKey { .. }) => return Err(e),
-                Err(e) => last = e.to_string(),
+            let alive = &alive;
+            async move {
+                match tokio::task::spawn_blocking(move || connect_once(&t)).await.map_err(proto) {
+                    Ok(Ok(s)) => Step::Done(s),
+                    Ok(Err(e @ SshError::HostKey { .. })) => Step::Fail(e.to_string()),
+                    Ok(Err(e)) | Err(e) => match alive() {
+                        Ok(()) => Step::NotYet(e.to_string()),
+                        Err(why) => Step::Fail(why),
+                    },
+                }
             }
-            if let Err(why) = alive() {
-                return Err(SshError::NeverUp { addr: target.addr(), waited: start.elapsed().as_secs_f64(), last: why });
+        })
+        .await;
+        match r {
+            Ok(s) => Ok(Ssh { session: Arc::new(Mutex::new(s)), target }),
+            Err(WaitError::Deadline { waited, last, .. }) | Err(WaitError::Failed { waited, why: last, .. }) => {
+                Err(SshError::NeverUp { addr: target.addr(), waited, last })
             }
-            if start.elapsed() + delay > deadline {
-                return Err(SshError::NeverUp { addr: target.addr(), waited: start.elapsed().as_secs_f64(), last });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 3 / 2).min(Duration::from_secs(2));
         }
     }
 
@@ -214,6 +213,39 @@ impl Ssh {
         })
         .await
         .map_err(proto)?
+    }
+}
+
+/// The guest as an [`Executor`]: the argv is quoted into the one line that SSH
+/// hands the guest's shell; output streams back through a channel, so that the
+/// caller's callback runs on its own task, not on libssh2's blocking thread.
+#[async_trait::async_trait]
+impl Executor for Ssh {
+    fn place(&self) -> String {
+        format!("guest {}", self.target.addr())
+    }
+
+    async fn run_streaming(&self, cmd: &Cmd, on_output: &mut (dyn for<'s> FnMut(&'s str) + Send)) -> Result<Output, ExecError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let line = cmd.shell_line();
+        let fut = self.exec_streaming(&line, cmd.timeout, move |chunk| {
+            let _ = tx.send(chunk.to_owned());
+        });
+        tokio::pin!(fut);
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(chunk) = rx.recv() => on_output(&chunk),
+            }
+        };
+        while let Ok(chunk) = rx.try_recv() {
+            on_output(&chunk);
+        }
+        Ok(result?)
+    }
+
+    async fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<(), ExecError> {
+        Ok(Ssh::upload(self, data.to_vec(), path, mode as i32).await?)
     }
 }
 

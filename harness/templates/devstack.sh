@@ -4,6 +4,7 @@
 # scenario's local.conf, then one instance with a floating IP made with the
 # openstack CLI, as a user would make it.
 #
+#   harness-devstack dns               name resolution through the guest's gateway (the edge's uplink)
 #   harness-devstack preflight         can the guest reach DevStack's sources?
 #   harness-devstack prepare           mirrors, the stack user, the DevStack clone, local.conf
 #   harness-devstack stack             stack.sh as the stack user (the whole log on stdout)
@@ -30,6 +31,14 @@ say() { echo "harness-devstack: $*" >&2; }
 # The openstack CLI as DevStack's demo user in the demo project (openrc's defaults).
 os() {
     sudo -u stack -H -- bash -c 'source "$0/openrc" demo demo >/dev/null && exec openstack "$@"' "$DEVSTACK" "$@"
+}
+
+dns() {
+    if command -v resolvectl >/dev/null; then
+        resolvectl dns {{ plan.world.guest_nic }} {{ plan.world.guest_gateway }}
+    else
+        echo "nameserver {{ plan.world.guest_gateway }}" >/etc/resolv.conf
+    fi
 }
 
 preflight() {
@@ -153,6 +162,7 @@ probe() {
 }
 
 case "${1:-}" in
+    dns) dns ;;
     preflight) preflight ;;
     prepare) prepare ;;
     stack) stack_sh ;;
@@ -160,5 +170,5 @@ case "${1:-}" in
     fip-disassociate) fip remove ;;
     fip-associate) fip add ;;
     probe) shift; probe "$@" ;;
-    *) echo "usage: $0 preflight|prepare|stack|instance|fip-disassociate|fip-associate|probe KIND TARGET [PORT] TIMEOUT" >&2; exit 2 ;;
+    *) echo "usage: $0 dns|preflight|prepare|stack|instance|fip-disassociate|fip-associate|probe KIND TARGET [PORT] TIMEOUT" >&2; exit 2 ;;
 esac

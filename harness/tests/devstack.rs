@@ -41,31 +41,31 @@ port = 22
 }
 
 #[test]
+#[ignore = "needs shellcheck; cargo nextest run --run-ignored all"]
 fn rendered_driver_script_is_valid_bash_and_passes_shellcheck() {
+    common::require(&[("shellcheck", "shellcheck")]);
+    let renderer = harness::render::Renderer::new(None).expect("templates");
     let mut plans: Vec<Plan> = scenario_files().iter().map(|p| scenario::load(p).expect("scenario")).collect();
     plans.push(mirrored());
-    let shellcheck = common::have(&[("shellcheck", "shellcheck")]);
     let dir = tempfile::tempdir().expect("tempdir");
     for plan in &plans {
-        let script = harness::cloud::render_devstack(plan, "0123abcd", None).expect("render");
+        let script = harness::cloud::devstack::render_devstack(plan, "0123abcd", &renderer).expect("render");
         let path = dir.path().join(format!("{}.sh", plan.name));
         std::fs::write(&path, &script).expect("write");
         let out = Command::new("bash").arg("-n").arg(&path).output().expect("bash");
         assert!(out.status.success(), "{}: bash -n: {}", plan.name, String::from_utf8_lossy(&out.stderr));
-        if shellcheck {
-            let out = Command::new("shellcheck").args(["-s", "bash", "-S", "warning"]).arg(&path).output().expect("shellcheck");
-            assert!(out.status.success(), "{}: shellcheck:\n{}", plan.name, String::from_utf8_lossy(&out.stdout));
-        }
+        let out = Command::new("shellcheck").args(["-s", "bash", "-S", "warning"]).arg(&path).output().expect("shellcheck");
+        assert!(out.status.success(), "{}: shellcheck:\n{}", plan.name, String::from_utf8_lossy(&out.stdout));
         assert!(script.contains(&format!("GIT_BASE={}", plan.devstack.git_base)), "{}", plan.name);
         assert!(script.contains("--protocol tcp --dst-port 22 "), "{}: SSH must be open", plan.name);
         assert!(script.contains("NAME=harness-0123abcd"), "{}", plan.name);
     }
-    let m = harness::cloud::render_devstack(&mirrored(), "0123abcd", None).expect("render");
+    let m = harness::cloud::devstack::render_devstack(&mirrored(), "0123abcd", &renderer).expect("render");
     assert!(m.contains("BRANCH=stable/2025.2"));
     assert!(m.contains("index-url = %s\\n' 'https://pypi.example.internal/simple'"));
     assert!(m.contains("#http://apt.example.internal/ubuntu#g"));
     // Without mirrors, the guest's apt and pip are left as the image has them.
-    let plain = harness::cloud::render_devstack(&plans[0], "0123abcd", None).expect("render");
+    let plain = harness::cloud::devstack::render_devstack(&plans[0], "0123abcd", &renderer).expect("render");
     assert!(!plain.contains("pip.conf") && !plain.contains("sed -i -E"));
 }
 
@@ -82,9 +82,9 @@ struct Pair {
     server: Netns,
 }
 
-fn pair(tag: &str) -> Option<Pair> {
-    let client = Netns::create(&format!("{tag}c"))?;
-    let server = Netns::create(&format!("{tag}s"))?;
+fn pair(tag: &str) -> Pair {
+    let client = Netns::create(&format!("{tag}c"));
+    let server = Netns::create(&format!("{tag}s"));
     let ok = Command::new("ip")
         .args(["link", "add", "c0", "netns", &client.0, "type", "veth", "peer", "name", "s0", "netns", &server.0])
         .status()
@@ -96,7 +96,7 @@ fn pair(tag: &str) -> Option<Pair> {
             assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    Some(Pair { client, server })
+    Pair { client, server }
 }
 
 struct Child(std::process::Child);
@@ -108,11 +108,10 @@ impl Drop for Child {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces; cargo nextest run --run-ignored all"]
 fn busybox_probe_reports_what_the_responder_saw() {
-    if !common::have(&[("busybox", "busybox"), ("ip", "iproute2"), ("python3", "python3")]) {
-        return;
-    }
-    let Some(p) = pair("bb") else { return };
+    common::require_root(&[("busybox", "busybox"), ("ip", "iproute2"), ("python3", "python3")]);
+    let p = pair("bb");
     let dir = tempfile::tempdir().expect("tempdir");
     // A PATH of busybox applets only, as in CirrOS.
     let bin = dir.path().join("bin");
@@ -122,9 +121,9 @@ fn busybox_probe_reports_what_the_responder_saw() {
         std::os::unix::fs::symlink(busybox.trim(), bin.join(applet)).expect("symlink");
     }
     let probe = dir.path().join("probe.sh");
-    std::fs::write(&probe, harness::netplane::script("probe.sh")).expect("probe");
+    std::fs::write(&probe, harness::scripts::script("probe.sh")).expect("probe");
     let responder = dir.path().join("responder.py");
-    std::fs::write(&responder, harness::netplane::script("responder.py")).expect("responder");
+    std::fs::write(&responder, harness::scripts::script("responder.py")).expect("responder");
     let mut child = Command::new("ip")
         .args(["netns", "exec", &p.server.0, "python3"])
         .arg(&responder)
@@ -172,13 +171,9 @@ fn busybox_probe_reports_what_the_responder_saw() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces; cargo nextest run --run-ignored all"]
 fn edge_uplink_is_user_mode_and_removed_at_teardown() {
-    if !common::have(&[("slirp4netns", "slirp4netns"), ("iptables", "iptables"), ("python3", "python3")])
-        || !nix::unistd::geteuid().is_root()
-    {
-        eprintln!("SKIP: needs root, slirp4netns, iptables");
-        return;
-    }
+    common::require_root(&[("slirp4netns", "slirp4netns"), ("iptables", "iptables"), ("python3", "python3")]);
     let runs = tempfile::tempdir().expect("tempdir");
     std::env::set_var("HARNESS_RUNS_DIR", runs.path());
     let plan = scenario::parse(Path::new("default.toml"), "").expect("plan");
@@ -192,7 +187,8 @@ fn edge_uplink_is_user_mode_and_removed_at_teardown() {
         let (mut s, _) = listener.accept().expect("accept");
         s.write_all(b"hello from the host\n").expect("write");
     });
-    harness::netplane::uplink(&plan, &mut run, true).expect("uplink");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(harness::netplane::uplink(&plan, &mut run, true)).expect("uplink");
     let out = Command::new("ip")
         .args(["netns", "exec", &edge, "python3", "-c"])
         .arg(format!("import socket; s=socket.create_connection(('10.0.2.2', {port}), timeout=5); print(s.recv(100).decode().strip())"))

@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 mod common;
 
-fn can_boot() -> bool {
-    common::can_boot(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("ping", "iputils-ping")])
+fn require_vm() {
+    common::require_root(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("xmllint", "libxml2-utils")]);
 }
 
 fn root() -> PathBuf {
@@ -52,19 +52,15 @@ fn host_state() -> String {
 }
 
 fn xmllint(xml: &Path) {
-    if !common::have(&[("xmllint", "libxml2-utils")]) {
-        return;
-    }
     let out = Command::new("xmllint").args(["--noout", "--schema", "harness/tests/data/junit.xsd"]).arg(xml).current_dir(root()).output();
     let out = out.expect("xmllint");
     assert!(out.status.success(), "JUnit does not validate: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
 fn scenarios_end_to_end() {
-    if !can_boot() {
-        return;
-    }
+    require_vm();
     let before = host_state();
     let dir = tempfile::tempdir().expect("tempdir");
     let junit = dir.path().join("junit.xml");
@@ -96,10 +92,9 @@ fn scenarios_end_to_end() {
 }
 
 #[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
 fn a_check_that_does_not_match_is_exit_1_and_the_run_stays_for_inspection() {
-    if !can_boot() {
-        return;
-    }
+    require_vm();
     // The repro without MASQUERADE, but claiming egress works: its egress must fail.
     let dir = tempfile::tempdir().expect("tempdir");
     let text = std::fs::read_to_string(root().join("scenarios/repro-no-masquerade.toml")).expect("repro");
@@ -141,10 +136,10 @@ fn a_check_that_does_not_match_is_exit_1_and_the_run_stays_for_inspection() {
 }
 
 #[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
 fn the_devstack_cloud_without_its_sources_is_an_infrastructure_failure() {
-    if !can_boot() || !common::have(&[("slirp4netns", "slirp4netns")]) {
-        return;
-    }
+    require_vm();
+    common::require(&[("slirp4netns", "slirp4netns")]);
     // DevStack's sources at the guest's own loopback, where nothing listens: the
     // preflight fails in the guest, and no packet leaves this machine.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,7 +6,7 @@ use harness::keys::RunKeys;
 use harness::render::Renderer;
 use harness::scenario;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 use common::Netns;
@@ -39,16 +39,6 @@ fn state(ns: &Netns) -> String {
     s
 }
 
-fn tools_present() -> bool {
-    for tool in ["ip", "iptables", "iptables-save", "sysctl"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIP: {tool} is not installed (apt-get install iproute2 iptables procps)");
-            return false;
-        }
-    }
-    true
-}
-
 fn recipe(scenario_file: &str, dir: &Path) -> String {
     let plan = scenario::load(Path::new(scenario_file)).expect("scenario");
     let keys = RunKeys::from_seed(3).expect("keys");
@@ -68,10 +58,8 @@ fn text(o: &Output) -> String {
 }
 
 fn apply_verify_revert(scenario_file: &str, tag: &str, must_see: &[&str], must_not_see: &[&str]) {
-    if !tools_present() {
-        return;
-    }
-    let Some(ns) = Netns::create(tag) else { return };
+    common::require_root(&[("ip", "iproute2"), ("iptables", "iptables"), ("iptables-save", "iptables"), ("sysctl", "procps")]);
+    let ns = Netns::create(tag);
     let dir = tempfile::tempdir().expect("tempdir");
     let recipe = recipe(scenario_file, dir.path());
     let state_file = dir.path().join("state");
@@ -104,6 +92,7 @@ fn apply_verify_revert(scenario_file: &str, tag: &str, must_see: &[&str], must_n
 }
 
 #[test]
+#[ignore = "needs root and network namespaces; cargo nextest run --run-ignored all"]
 fn full_recipe_in_a_namespace() {
     apply_verify_revert(
         "../scenarios/instance-egress.toml",
@@ -122,6 +111,7 @@ fn full_recipe_in_a_namespace() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces; cargo nextest run --run-ignored all"]
 fn recipe_without_masquerade() {
     apply_verify_revert(
         "../scenarios/repro-no-masquerade.toml",

@@ -4,7 +4,7 @@
 
 use super::effective::{Effective, Origin};
 use super::parse::LocalConf;
-use crate::scenario::World;
+use crate::world::World;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::net::Ipv4Addr;

@@ -29,30 +29,7 @@ impl ScenarioError {
     }
 }
 
-/// The world of one scenario, every value typed.
-#[derive(Debug, Clone, Serialize)]
-pub struct World {
-    pub public_ip: Ipv4Addr,
-    pub guest_nic: String,
-    pub guest_address: Ipv4Net,
-    pub guest_gateway: Ipv4Addr,
-    pub hostname: String,
-    pub provider_bridge: String,
-    pub provider_address: Ipv4Net,
-    pub floating_range: Ipv4Net,
-    pub public_gateway: Ipv4Addr,
-    pub pool_start: Ipv4Addr,
-    pub pool_end: Ipv4Addr,
-    pub ovs_bridge: String,
-    pub physical_network: String,
-    pub fixed_range: Ipv4Net,
-    pub fixed_gateway: Ipv4Addr,
-    pub tenant_network_type: String,
-    pub tenant_mtu: u16,
-    pub internet_edge: Ipv4Net,
-    pub internet_client: Ipv4Addr,
-    pub internet_responder: Ipv4Addr,
-}
+pub use crate::world::World;
 
 impl Default for World {
     fn default() -> Self {

@@ -103,7 +103,7 @@ pub trait Hypervisor {
     fn start(&self, cfg: &VmConfig) -> impl std::future::Future<Output = Result<VmHandle, VmError>> + Send;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     Auto,

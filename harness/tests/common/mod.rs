@@ -1,16 +1,32 @@
-//! What the VM tests share: whether this machine can boot a VM at all, and if not,
-//! a SKIP line that says why.
+//! What the tests that need the machine share. Such a test is `#[ignore]`d with
+//! its reason, so that a plain `cargo nextest run` shows it as skipped; `.ci/test`
+//! runs them all (`--run-ignored all`), and there a missing prerequisite fails the
+//! test, never passes it silently.
 
 use std::process::{Command, Output};
 
-/// True when running as root with every `(tool, package)` installed.
+/// Why a test is ignored by default: say it in `#[ignore = ...]`.
 #[allow(dead_code)]
-pub fn can_boot(tools: &[(&str, &str)]) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: booting VMs needs root (namespaces, taps)");
-        return false;
-    }
-    have(tools)
+pub const HOW_TO_RUN: &str = "cargo nextest run --run-ignored all (as root, after bash .ci/setup)";
+
+/// Fail unless running as root with every `(tool, package)` installed.
+#[allow(dead_code)]
+pub fn require_root(tools: &[(&str, &str)]) {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (namespaces, taps, VMs): run it as root, after bash .ci/setup");
+    require(tools);
+}
+
+/// Fail unless every `(tool, package)` is installed.
+#[allow(dead_code)]
+pub fn require(tools: &[(&str, &str)]) {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| {
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true)
+        })
+        .map(|(tool, pkg)| format!("{tool} (apt-get install {pkg})"))
+        .collect();
+    assert!(missing.is_empty(), "this test needs {} (bash .ci/setup installs everything)", missing.join(", "));
 }
 
 /// A network namespace made by a test and deleted when dropped.
@@ -19,14 +35,11 @@ pub struct Netns(pub String);
 
 #[allow(dead_code)]
 impl Netns {
-    pub fn create(tag: &str) -> Option<Netns> {
+    pub fn create(tag: &str) -> Netns {
         let name = format!("dh-test-{tag}-{}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output().ok()?;
-        if !out.status.success() {
-            eprintln!("SKIP: cannot create a network namespace (needs root and iproute2): {}", String::from_utf8_lossy(&out.stderr).trim());
-            return None;
-        }
-        Some(Netns(name))
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip (apt-get install iproute2)");
+        assert!(out.status.success(), "cannot create a network namespace (needs root): {}", String::from_utf8_lossy(&out.stderr).trim());
+        Netns(name)
     }
 
     pub fn exec(&self, args: &[&str]) -> Output {
@@ -38,16 +51,4 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-/// True when every `(tool, package)` is installed; otherwise a SKIP line.
-#[allow(dead_code)]
-pub fn have(tools: &[(&str, &str)]) -> bool {
-    for (tool, pkg) in tools {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIP: {tool} is not installed (apt-get install {pkg})");
-            return false;
-        }
-    }
-    true
 }

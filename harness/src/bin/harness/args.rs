@@ -1,0 +1,309 @@
+//! The command line: clap's types, and their conversion into the library's.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::accel::AccelChoice;
+use harness::boot::BootOptions;
+use harness::runner::Keep;
+use harness::scenario::CloudKind;
+use harness::suite::{Shard, VmOverrides};
+use harness::vm::BackendChoice;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Proves that a DevStack cloud built inside a cloud VM works from the outside in and from the inside out"
+)]
+pub struct Cli {
+    /// Directory whose templates override the embedded ones (same relative names).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more: each step's details and where its logs went.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Render cloud-init user-data, meta-data, network-config, the host recipe and local.conf.
+    Render {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a local.conf against the world of a scenario (the default world when none is named).
+    Lint {
+        file: PathBuf,
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Read DevStack's local.conf the way DevStack does.
+    Localconf {
+        #[command(subcommand)]
+        command: LocalconfCommand,
+    },
+    /// Run scenarios end to end (all of scenarios/ when none is named): boot, host
+    /// recipe, cloud, checks, teardown. Exits 1 when a check does not match.
+    Run {
+        scenarios: Vec<PathBuf>,
+        /// Which builds the cloud (default: what each scenario says).
+        #[arg(long, value_enum)]
+        cloud: Option<CloudArg>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Also write the results as JUnit XML (a test case per check).
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// Rerun a scenario whose infrastructure failed (never one whose check
+        /// failed) up to N times; a pass after a retry is reported as flaky.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        retries: u32,
+        /// Whether the VM stays up after the run, for `harness ssh`.
+        #[arg(long, value_enum, default_value_t = KeepArg::Never)]
+        keep: KeepArg,
+        /// Compare each result with its snapshot here, when the directory exists
+        /// (NAME.snap, NAME@devstack.snap); a difference fails the run (exit 1) and
+        /// writes NAME.snap.new for `cargo insta review`.
+        #[arg(long, value_name = "DIR", default_value = "snapshots/scenarios")]
+        snapshots: PathBuf,
+        /// Do not compare with snapshots.
+        #[arg(long)]
+        no_snapshots: bool,
+        #[command(flatten)]
+        select: Select,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// List the scenarios (all of scenarios/ when none is named) and the VM each shares.
+    List {
+        scenarios: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) of harness, or of one of its commands.
+    Man { command: Option<String> },
+    /// Boot a scenario's VM and wait until SSH works and cloud-init is done.
+    Up {
+        /// Scenario file (the default world when omitted).
+        scenario: Option<PathBuf>,
+        /// Leave the VM up and return (reach it with `harness ssh RUN`); without it,
+        /// the VM stays until Ctrl-C and is then torn down.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Open an interactive SSH session to a run's guest (the pinned host key, no TOFU).
+    Ssh { run: String },
+    /// Run a command in a run's guest; exits with its status.
+    Exec {
+        run: String,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Tear a run down: its VM, namespaces, taps and overlay.
+    Down { run: String },
+    /// List runs and whether their VM is up.
+    Ps,
+    /// Remove what killed runs left: processes, domains, namespaces, taps, overlays.
+    Gc {
+        #[arg(long, default_value = "qemu:///system")]
+        connect: String,
+        /// Also delete the directories of finished runs older than DAYS (0: all of them).
+        #[arg(long, value_name = "DAYS")]
+        prune: Option<u64>,
+    },
+    /// Check this machine: QEMU, KVM that works, libvirtd, privileges, debootstrap, disk.
+    Doctor {
+        #[arg(long, default_value = "qemu:///system")]
+        connect: String,
+    },
+    /// Build, list or remove cached images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Measure: boot N times and print min, median and max of each phase.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Select {
+    /// Run only shard I of N (1-based); scenarios that share a VM stay in one shard.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+}
+
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// libvirt URI (VMs may run on another hypervisor host).
+    #[arg(long, default_value = "qemu:///system")]
+    pub connect: String,
+    /// Directory of image recipes (default: ./images, else the embedded recipes).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Boot this image instead of the one each scenario names.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Guest memory in MiB instead of the scenario's (real DevStack wants 8192 or more).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u32>,
+    /// Guest CPUs instead of the scenario's.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Guest disk size in GiB instead of the scenario's (real DevStack wants 40 or more).
+    #[arg(long, value_name = "GIB")]
+    pub disk_gib: Option<u32>,
+}
+
+impl VmArgs {
+    /// The command line's VM settings, which win over each scenario's.
+    pub fn overrides(&self) -> VmOverrides {
+        VmOverrides { image: self.image.clone(), memory_mib: self.memory_mib, cpus: self.cpus, disk_gib: self.disk_gib }
+    }
+
+    pub fn boot_options(&self, templates: Option<&Path>) -> BootOptions {
+        BootOptions {
+            backend: self.backend.into(),
+            accel: self.accel.into(),
+            connect: self.connect.clone(),
+            images_dir: self.images.clone(),
+            templates: templates.map(Into::into),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image (rebuilds even when cached).
+    Build {
+        #[arg(default_value = "debian-12")]
+        name: String,
+        #[arg(long)]
+        images: Option<PathBuf>,
+    },
+    /// List cached images.
+    List,
+    /// Remove every cached version of an image.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Boot the default image N times; phases are timed from the start of each boot.
+    Boot {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LocalconfCommand {
+    /// Print the meta sections, options and localrc assignments DevStack sees.
+    Parse {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CloudArg {
+    Replica,
+    Devstack,
+}
+
+impl From<CloudArg> for CloudKind {
+    fn from(c: CloudArg) -> CloudKind {
+        match c {
+            CloudArg::Replica => CloudKind::Replica,
+            CloudArg::Devstack => CloudKind::Devstack,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Libvirt,
+    Qemu,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> BackendChoice {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Libvirt => BackendChoice::Libvirt,
+            BackendArg::Qemu => BackendChoice::Qemu,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> AccelChoice {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
+}
+
+/// When a run's VM stays up after the run, for `harness ssh`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum KeepArg {
+    /// Leave it up when a check failed or the infrastructure did.
+    OnFailure,
+    Always,
+    Never,
+}
+
+impl From<KeepArg> for Keep {
+    fn from(k: KeepArg) -> Keep {
+        match k {
+            KeepArg::OnFailure => Keep::OnFailure,
+            KeepArg::Always => Keep::Always,
+            KeepArg::Never => Keep::Never,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}

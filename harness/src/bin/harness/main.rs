@@ -1,0 +1,346 @@
+//! The `harness` command: parses arguments into a request for the library and
+//! prints what comes back. The exit code follows from the result (0 as expected,
+//! 1 a check, snapshot or lint error did not match) or from the error's kind
+//! (2 bad input, 3 machine or infrastructure): `harness::error`.
+
+mod args;
+
+use args::{BenchCommand, Cli, Command, Format, ImageCommand, LocalconfCommand};
+use clap::{CommandFactory, Parser};
+use harness::boot::{self, TeardownGuard};
+use harness::progress::Progress;
+use harness::run::Run;
+use harness::suite::{self, Request};
+use harness::{bench, doctor, image, keys::RunKeys, localconf, render::Renderer, scenario, Error};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let templates = cli.templates.clone();
+    let templates = templates.as_deref();
+    match cli.command {
+        Command::Run { scenarios, cloud, format, junit, retries, keep, snapshots, no_snapshots, select, vm } => {
+            let req = Request {
+                scenarios,
+                cloud: cloud.map(Into::into),
+                overrides: vm.overrides(),
+                shard: select.shard,
+                retries,
+                keep: keep.into(),
+                snapshots: (!no_snapshots).then_some(snapshots),
+                ci: harness::snapshot::in_ci(),
+                boot: vm.boot_options(templates),
+            };
+            let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
+            run(&req, format, junit.as_deref(), &progress)
+        }
+        Command::List { scenarios, format, select } => list(scenarios, format, select.shard),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { command } => man(command.as_deref()),
+        Command::Up { scenario, keep, vm } => up(scenario.as_deref(), keep, &vm, templates),
+        Command::Ssh { run } => ssh_interactive(&run),
+        Command::Exec { run, timeout, command } => exec(&run, command, timeout),
+        Command::Down { run } => {
+            let problems = Run::open(&run)?.teardown();
+            if !problems.is_empty() {
+                return Err(Error::Usage(format!("run {run}: teardown incomplete: {}", problems.join("; "))));
+            }
+            println!("run {run} is down");
+            Ok(0)
+        }
+        Command::Ps => {
+            print!("{}", harness::run::ps_table(&Run::all()));
+            Ok(0)
+        }
+        Command::Gc { connect, prune } => {
+            let report = harness::run::gc(&connect, prune);
+            for r in &report.removed {
+                println!("removed {r}");
+            }
+            for l in &report.left_alone {
+                println!("left alone: {l}");
+            }
+            for p in &report.problems {
+                eprintln!("problem: {p}");
+            }
+            if report.removed.is_empty() && report.problems.is_empty() {
+                println!("nothing to collect");
+            }
+            Ok(if report.problems.is_empty() { 0 } else { harness::report::exit::INFRA })
+        }
+        Command::Doctor { connect } => {
+            let checks = runtime().block_on(doctor::run(&connect));
+            print!("{}", doctor::format(&checks));
+            Ok(if checks.iter().any(|c| !c.ok && c.required) { harness::report::exit::INFRA } else { 0 })
+        }
+        Command::Image { command } => image_cmd(command),
+        Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
+            let opts = vm.boot_options(templates);
+            let mut plan = default_plan()?;
+            vm.overrides().apply(&mut plan);
+            suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
+            let report = runtime().block_on(bench::boot(&plan, &opts, runs))?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+                Format::Text => print!("{}", report.text()),
+            }
+            Ok(0)
+        }
+        Command::Render { scenario, out } => render(&scenario, &out, templates),
+        Command::Lint { file, scenario, format } => lint(&file, scenario.as_deref(), format),
+        Command::Localconf { command: LocalconfCommand::Parse { file, format } } => {
+            let conf = localconf::read(&file)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&conf).expect("serializable")),
+                Format::Text => print!("{}", localconf::format_text(&conf)),
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn default_plan() -> Result<scenario::Plan, Error> {
+    Ok(scenario::parse(Path::new("default.toml"), "")?)
+}
+
+/// `harness run`: results, JUnit and JSON are written for what finished, also
+/// after Ctrl-C (the rest is torn down and reported as not run).
+fn run(req: &Request, format: Format, junit: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
+    let plans = suite::load_plans(req.scenarios.clone(), &req.overrides)?;
+    suite::preflight("harness run", &req.boot, &plans, req.cloud)?;
+    let summary = runtime().block_on(suite::run(req, &plans, progress, interrupted()))?;
+    if let Some(path) = junit {
+        std::fs::write(path, summary.junit()).map_err(|source| Error::Io { path: path.into(), source })?;
+    }
+    if harness::report::in_github_actions() {
+        for a in summary.annotations() {
+            println!("{a}");
+        }
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary).expect("serializable")),
+        Format::Text => print!("{}", summary.text()),
+    }
+    Ok(summary.exit_code())
+}
+
+fn list(paths: Vec<PathBuf>, format: Format, shard: Option<suite::Shard>) -> Result<u8, Error> {
+    let plans = suite::load_plans(paths, &Default::default())?;
+    let rows: Vec<serde_json::Value> = suite::select(&plans, None, shard)
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| {
+            group.iter().map(move |p| {
+                serde_json::json!({
+                    "name": p.name, "file": p.source, "cloud": p.cloud.as_str(), "image": p.vm.image,
+                    "checks": p.checks.len(), "vm_group": g, "description": p.description,
+                })
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": rows })).expect("serializable")),
+        Format::Text => {
+            println!("{:<24} {:<9} {:<10} {:>6} {:>8}  file", "SCENARIO", "CLOUD", "IMAGE", "CHECKS", "VM GROUP");
+            for r in &rows {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                println!(
+                    "{:<24} {:<9} {:<10} {:>6} {:>8}  {}",
+                    s("name"),
+                    s("cloud"),
+                    s("image"),
+                    r["checks"].to_string(),
+                    r["vm_group"].to_string(),
+                    s("file")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn up(scenario_path: Option<&Path>, keep: bool, vm: &args::VmArgs, templates: Option<&Path>) -> Result<u8, Error> {
+    let mut plan = match scenario_path {
+        Some(p) => scenario::load(p)?,
+        None => default_plan()?,
+    };
+    vm.overrides().apply(&mut plan);
+    let opts = vm.boot_options(templates);
+    suite::preflight("harness up", &opts, std::slice::from_ref(&plan), None)?;
+    let progress = Progress::new(false);
+    let mut run = Run::create(&plan.name)?;
+    run.record.keep = keep;
+    run.save()?;
+    let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
+    progress.phase(&format!("run {} ({}), directory {}", run.id, plan.name, run.dir.display()));
+    runtime().block_on(async {
+        let booted = tokio::select! {
+            r = boot::boot(&plan, &opts, &mut run, &progress) => r?,
+            _ = interrupted() => return Err(Error::Interrupted),
+        };
+        println!("run {} is up: {} backend, {} ({})", run.id, booted.backend, booted.accel.accel.as_str(), booted.accel.reason);
+        println!("  harness ssh {}", run.id);
+        println!("  harness exec {} -- uname -a", run.id);
+        println!("  harness down {}", run.id);
+        if keep {
+            guard.armed = false;
+            return Ok(0);
+        }
+        progress.phase("the VM stays up until Ctrl-C");
+        interrupted().await;
+        Ok(0)
+    })
+}
+
+fn ssh_interactive(id: &str) -> Result<u8, Error> {
+    let run = Run::open(id)?;
+    let t = run.ssh_target().ok_or_else(|| Error::Usage(format!("run {id} has no SSH port yet")))?;
+    let known = run.path("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{} {}\n", t.port, t.host_public_key))
+        .map_err(|source| Error::Io { path: known.clone(), source })?;
+    let status = std::process::Command::new("ssh")
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&t.private_key)
+        .args(["-p", &t.port.to_string()])
+        .arg(format!("{}@127.0.0.1", t.user))
+        .status()
+        .map_err(|e| harness::prereq::Missing {
+            what: format!("harness ssh ({e})"),
+            tools: vec![harness::prereq::Tool { command: "ssh", package: "openssh-client" }],
+        })?;
+    Ok(u8::try_from(status.code().unwrap_or(255)).unwrap_or(255))
+}
+
+/// Run a command in a run's guest; the argv reaches the guest's shell quoted, word for word.
+fn exec(id: &str, command: Vec<String>, timeout: u64) -> Result<u8, Error> {
+    use harness::exec::{Cmd, Executor};
+    let run = Run::open(id)?;
+    let target = run.ssh_target().ok_or_else(|| Error::Usage(format!("run {id} has no SSH port yet")))?;
+    runtime().block_on(async {
+        let ssh = harness::ssh::Ssh::connect(target, Duration::from_secs(10), || Ok(())).await.map_err(harness::exec::ExecError::from)?;
+        let cmd = Cmd::new(command).timeout(Duration::from_secs(timeout));
+        let out = ssh
+            .run_streaming(&cmd, &mut |chunk| {
+                use std::io::Write;
+                let mut o = std::io::stdout();
+                let _ = o.write_all(chunk.as_bytes());
+                let _ = o.flush();
+            })
+            .await?;
+        Ok(u8::try_from(out.status).unwrap_or(255))
+    })
+}
+
+fn image_cmd(command: ImageCommand) -> Result<u8, Error> {
+    let root = image::cache_root();
+    match command {
+        ImageCommand::Build { name, images } => {
+            let recipe = image::load_recipe(image::recipes_dir(images.as_deref()).as_deref(), &name)?;
+            if recipe.needs_debootstrap() {
+                harness::prereq::require("harness image build", harness::prereq::DEBOOTSTRAP)?;
+            }
+            let img = image::build(&recipe, &root, &Progress::new(false))?;
+            println!("built {} ({}) in {:.0} s: {}", img.name, img.hash, img.build_seconds, img.dir.display());
+        }
+        ImageCommand::List => {
+            for img in image::list(&root) {
+                let size = std::fs::metadata(&img.disk).map(|m| m.len()).unwrap_or(0);
+                println!(
+                    "{:<14} {}  {:>6.0} MiB  built in {:>4.0} s  {}",
+                    img.name,
+                    img.hash,
+                    size as f64 / 1048576.0,
+                    img.build_seconds,
+                    img.dir.display()
+                );
+            }
+        }
+        ImageCommand::Rm { name } => {
+            let n = image::remove(&root, &name)?;
+            println!("removed {n} cached version(s) of {name}");
+        }
+    }
+    Ok(0)
+}
+
+fn render(scenario_path: &Path, out: &Path, templates: Option<&Path>) -> Result<u8, Error> {
+    let plan = scenario::load(scenario_path)?;
+    let renderer = Renderer::new(templates)?;
+    let keys = RunKeys::generate()?;
+    let rendered = renderer.render(&plan, &format!("render-{}", std::process::id()), &keys)?;
+    let written = rendered.write(out)?;
+    // The client key that matches user-data, so that a VM booted from this seed can be reached.
+    let key_path = out.join("id_ed25519");
+    boot::write_private(&key_path, &keys.client_private).map_err(|source| Error::Io { path: key_path.clone(), source })?;
+    for p in written.iter().chain([&key_path]) {
+        println!("{}", p.display());
+    }
+    Ok(0)
+}
+
+fn man(command: Option<&str>) -> Result<u8, Error> {
+    let root = Cli::command();
+    let cmd = match command {
+        None => root,
+        Some(name) => {
+            let sub = root
+                .find_subcommand(name)
+                .cloned()
+                .ok_or_else(|| Error::Usage(format!("no command {name:?} (harness --help lists them)")))?;
+            sub.name(format!("harness-{name}"))
+        }
+    };
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(|source| Error::Io { path: "stdout".into(), source })?;
+    Ok(0)
+}
+
+fn lint(file: &Path, scenario_path: Option<&Path>, format: Format) -> Result<u8, Error> {
+    let world = match scenario_path {
+        Some(p) => scenario::load(p)?.world,
+        None => scenario::World::default(),
+    };
+    let conf = localconf::read(file)?;
+    let diags = localconf::lint(&conf, &world);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "diagnostics": diags })).expect("serializable")),
+        Format::Text => print!("{}", localconf::lint::format_text(&file.display().to_string(), &conf, &diags)),
+    }
+    if harness::report::in_github_actions() {
+        for d in diags.iter().filter(|d| d.severity == localconf::Severity::Error) {
+            let hint = if d.hint.is_empty() { String::new() } else { format!("\nhint: {}", d.hint) };
+            let msg = format!("{} [{}]{hint}", d.message, d.rule);
+            println!("{}", harness::report::annotation(&file.display().to_string(), d.line, None, d.rule, &msg));
+        }
+    }
+    Ok(u8::from(diags.iter().any(|d| d.severity == localconf::Severity::Error)))
+}

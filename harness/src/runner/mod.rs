@@ -1,0 +1,170 @@
+//! Runner: the scenarios of one VM group end to end. Boot, the network plane and
+//! the cloud's early start happen here, once per VM; the scenarios' own stages are
+//! in [`steps`], against executors only. The guest's state is collected before
+//! teardown, which happens on every path out unless `keep` says the VM stays.
+
+mod state;
+pub mod steps;
+
+pub use state::{normalize_state, snapshot_text, write_sections};
+pub use steps::{run_scenarios, ScenarioResult, Vm};
+
+use crate::boot::{self, BootError, BootOptions, TeardownGuard};
+use crate::cloud::{self, CloudError};
+use crate::exec::{Cmd, ExecError, Executor, HostNetns};
+use crate::netplane::{self, NetplaneError};
+use crate::progress::Progress;
+use crate::render::{RenderError, Renderer};
+use crate::run::{self, Run, RunError};
+use crate::scenario::{CloudKind, Plan};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Netplane(#[from] NetplaneError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("host recipe verify failed:\n{0}")]
+    Recipe(String),
+}
+
+impl RunnerError {
+    /// Bad input (a template, a recipe, a value of local.conf): retrying cannot help.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RunnerError::Render(_) => true,
+            RunnerError::Cloud(e) => e.is_bad_input(),
+            RunnerError::Boot(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
+/// When a run's VM stays up after the run, for `harness ssh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// Leave it up when a check failed or the infrastructure did.
+    OnFailure,
+    Always,
+    #[default]
+    Never,
+}
+
+/// Scenarios that can share one VM: the same image, VM, world, local.conf and cloud,
+/// and host recipes that differ only in their rules (ip_forward, FORWARD,
+/// MASQUERADE), which are reverted and re-applied between them.
+fn share_key(plan: &Plan, kind: CloudKind) -> String {
+    serde_json::json!({
+        "vm": plan.vm, "world": plan.world, "devstack": plan.devstack,
+        "local_conf": plan.user_local_conf.as_ref().map(|(_, t)| t),
+        "lo": plan.host_recipe.lo_public_ip, "bridge": plan.host_recipe.bridge, "cloud": kind.as_str(),
+    })
+    .to_string()
+}
+
+/// Group `plans` by [`share_key`], keeping the order of first appearance.
+pub fn groups(plans: &[Plan], kind: impl Fn(&Plan) -> CloudKind) -> Vec<Vec<&Plan>> {
+    let mut out: Vec<(String, Vec<&Plan>)> = Vec::new();
+    for p in plans {
+        let key = share_key(p, kind(p));
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(p),
+            None => out.push((key, vec![p])),
+        }
+    }
+    out.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Collect the guest's state into the run's `state/` directory (before teardown).
+async fn collect_diagnostics(guest: &dyn Executor, run: &Run) -> Result<(), ExecError> {
+    let out = guest.run(&Cmd::new(["bash", steps::COLLECT_DIAGNOSTICS]).timeout(Duration::from_secs(120))).await?;
+    write_sections(&out.stdout, &run.path("state"));
+    Ok(())
+}
+
+/// Run scenarios that share one VM (see [`groups`]): boot and build the cloud once,
+/// then for each scenario start from exactly the state it declares.
+pub async fn run_group(
+    plans: &[&Plan],
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    progress: &Progress,
+    keep: Keep,
+) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let renderer = Renderer::new(opts.templates.as_deref())?;
+    let mut run = Run::create(&plans[0].name)?;
+    let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
+    let mut guest = None;
+    let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, &mut run, &mut guest).await;
+    if let Some(ssh) = &guest {
+        match collect_diagnostics(ssh, &run).await {
+            Ok(()) => progress.detail(&format!("the guest's state is in {}", run.path("state").display())),
+            Err(e) => progress.phase(&format!("could not collect the guest's state: {e}")),
+        }
+    }
+    let failed = result.as_ref().map_or(true, |rs| rs.iter().any(|r| !r.passed));
+    if keep == Keep::Always || (keep == Keep::OnFailure && failed) {
+        guard.armed = false;
+        run.record.keep = true;
+        let _ = run.save();
+        progress.phase(&format!("run {} stays up: harness ssh {0}; harness down {0}", run.id));
+    }
+    result
+}
+
+async fn run_group_in(
+    plans: &[&Plan],
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    renderer: &Renderer,
+    progress: &Progress,
+    run: &mut Run,
+    guest_out: &mut Option<crate::ssh::Ssh>,
+) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let first = plans[0];
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    progress.phase(&format!("{}: run {} ({})", names.join(", "), run.id, run.dir.display()));
+    let cloud = cloud::for_kind(cloud_kind);
+
+    let t = Instant::now();
+    let booted = boot::boot(first, opts, run, progress).await?;
+    let boot_s = t.elapsed().as_secs_f64();
+    *guest_out = Some(booted.ssh.clone());
+    let guest = &booted.ssh;
+    cloud.start_early(guest).await?;
+    steps::install_scripts(guest).await?;
+
+    let t = Instant::now();
+    netplane::build(first, plans, run).await?;
+    if cloud.needs().uplink {
+        netplane::uplink(first, run, false).await?;
+    }
+    let netplane_s = t.elapsed().as_secs_f64();
+
+    let internet = HostNetns::new(&run::internet_netns(&run.id));
+    let vm = Vm {
+        guest,
+        internet: &internet,
+        internet_probe: run.path("probe.py"),
+        cloud: &*cloud,
+        renderer,
+        local_conf: &booted.rendered.local_conf,
+        run_id: &run.id,
+        run_dir: &run.dir,
+        progress,
+        accel: booted.accel.accel.as_str().into(),
+        backend: booted.backend.into(),
+        boot_s,
+        netplane_s,
+    };
+    run_scenarios(plans, &vm).await
+}

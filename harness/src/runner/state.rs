@@ -1,0 +1,88 @@
+//! What a scenario leaves behind for people and for snapshots: the guest's state,
+//! normalized so that two runs of one scenario compare equal, the snapshot's text,
+//! and the diagnostics split into files under `state/`.
+
+use super::ScenarioResult;
+use crate::cloud::Deployed;
+use std::path::{Path, PathBuf};
+
+/// Drop what changes run to run: iptables comments and counters, ids, MACs.
+pub fn normalize_state(raw: &str, run_id: &str, d: &Deployed) -> String {
+    let mut out = String::new();
+    for line in raw.lines() {
+        if line.starts_with("# Generated") || line.starts_with("# Completed") {
+            continue;
+        }
+        let mut l = line.to_owned();
+        if l.starts_with(':') {
+            l = l.split(" [").next().unwrap_or(&l).to_owned();
+        }
+        for (id, tag) in &d.volatile_names {
+            l = l.replace(id.as_str(), tag);
+        }
+        l = l.replace(run_id, "<run>");
+        out.push_str(l.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The part of a result that a snapshot records: no timings, ids or machine facts.
+pub fn snapshot_text(r: &ScenarioResult) -> String {
+    let mut s = format!("scenario: {}\ncloud: {}\nimage: {}\npassed: {}\n\n## checks\n", r.name, r.cloud, r.image, r.passed);
+    for c in &r.checks {
+        let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+        s.push_str(&format!(
+            "- {} [{:?} from {:?} to {}{port}] expect {:?}, outcome {:?}{} -> {}\n",
+            c.name,
+            c.kind,
+            c.from,
+            c.to,
+            c.expect,
+            c.outcome,
+            c.observed.seen_as.as_ref().map(|a| format!(", seen as {a}")).unwrap_or_default(),
+            if c.passed { "pass" } else { "FAIL" }
+        ));
+    }
+    s.push_str("\n## guest state\n");
+    s.push_str(&r.state);
+    s
+}
+
+/// Split the guest's diagnostics ("=== FILE ===" sections) into files under `dir`.
+pub fn write_sections(text: &str, dir: &Path) {
+    let mut current: Option<(PathBuf, String)> = None;
+    let flush = |c: &mut Option<(PathBuf, String)>| {
+        if let Some((path, body)) = c.take() {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let _ = std::fs::write(path, body);
+        }
+    };
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("=== ").and_then(|l| l.strip_suffix(" ===")) {
+            flush(&mut current);
+            // Names come from the guest: no way out of `dir`.
+            let safe: PathBuf = name.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
+            current = Some((dir.join(safe), String::new()));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    flush(&mut current);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_stay_inside_their_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_sections("=== a/b.txt ===\none\n=== ../../escape ===\ntwo\n", dir.path());
+        assert_eq!(std::fs::read_to_string(dir.path().join("a/b.txt")).expect("a/b"), "one\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("escape")).expect("escape kept inside"), "two\n");
+    }
+}

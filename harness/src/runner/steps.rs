@@ -1,0 +1,269 @@
+//! The scenarios of one VM group once the VM is up, stage by stage, against
+//! executors only (so that a recording fake can stand in for the guest and the
+//! internet namespace): reset to the declared state, host recipe (apply, verify),
+//! cloud build (once per VM), port forwards, checks, the guest's state.
+
+use super::state::{normalize_state, snapshot_text};
+use super::RunnerError;
+use crate::checks::{self, CheckResult, Probes};
+use crate::cloud::{guest_step, Cloud, Deployed, Site};
+use crate::exec::{Cmd, Executor};
+use crate::progress::Progress;
+use crate::render::Renderer;
+use crate::scenario::{Endpoint, Plan};
+use crate::scripts::{self, script};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the harness keeps its state scripts in the guest.
+pub const COLLECT_STATE: &str = "/usr/local/share/devstack-harness/collect-state.sh";
+pub const COLLECT_DIAGNOSTICS: &str = "/usr/local/share/devstack-harness/collect-diagnostics.sh";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub cloud: String,
+    pub image: String,
+    pub accel: String,
+    pub backend: String,
+    pub passed: bool,
+    pub checks: Vec<CheckResult>,
+    /// Set when this scenario ran in the VM booted for another scenario (named
+    /// here), after being reset to the state it declares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_vm: Option<String>,
+    pub timings: BTreeMap<String, f64>,
+    /// The scenario file, for annotations that point at its checks.
+    pub file: PathBuf,
+    pub run_id: String,
+    /// Rendered files, console log, timings, step logs and the guest's `state/`.
+    pub run_dir: PathBuf,
+    /// How many times the run was made: more than 1 when the infrastructure failed
+    /// before (`--retries`), which makes the result flaky.
+    pub attempts: u32,
+    /// Passed or failed its checks only after an infrastructure failure.
+    pub flaky: bool,
+    /// The comparison with the stored snapshot, when `harness run` made one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::SnapshotOutcome>,
+    /// The guest's addresses, routes, OVS bridges and ports and iptables rules,
+    /// normalized so that two runs of one scenario compare equal.
+    #[serde(skip)]
+    pub state: String,
+}
+
+/// What the scenarios of a group share once the VM is up.
+pub struct Vm<'a> {
+    pub guest: &'a dyn Executor,
+    pub internet: &'a dyn Executor,
+    /// The probe's path on the host, for checks from the internet namespace.
+    pub internet_probe: PathBuf,
+    pub cloud: &'a dyn Cloud,
+    pub renderer: &'a Renderer,
+    /// The rendered local.conf the cloud builds from.
+    pub local_conf: &'a str,
+    pub run_id: &'a str,
+    pub run_dir: &'a Path,
+    pub progress: &'a Progress,
+    pub accel: String,
+    pub backend: String,
+    /// Seconds the first scenario paid before its own stages: boot, network plane.
+    pub boot_s: f64,
+    pub netplane_s: f64,
+}
+
+impl Vm<'_> {
+    fn site<'s>(&'s self, plan: &'s Plan) -> Site<'s> {
+        Site {
+            guest: self.guest,
+            plan,
+            local_conf: self.local_conf,
+            run_dir: self.run_dir,
+            run_id: self.run_id,
+            renderer: self.renderer,
+            progress: self.progress,
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+}
+
+/// Put the state collectors in the guest (the checks install their probe).
+pub async fn install_scripts(guest: &dyn Executor) -> Result<(), RunnerError> {
+    guest.run(&Cmd::new(["mkdir", "-p", "/usr/local/share/devstack-harness"])).await?;
+    guest.upload(script("collect-state.sh").as_bytes(), COLLECT_STATE, 0o644).await?;
+    guest.upload(script("collect-diagnostics.sh").as_bytes(), COLLECT_DIAGNOSTICS, 0o644).await?;
+    Ok(())
+}
+
+/// The guest's DNAT rules for a scenario's `[[forward]]`s, each the argv of an
+/// iptables rule after `-A` or `-D`.
+fn forward_rules(plan: &Plan, d: &Deployed) -> Vec<Vec<String>> {
+    plan.forwards
+        .iter()
+        .map(|f| {
+            let to = checks::resolve(&f.to, Endpoint::Host, plan, d);
+            [
+                "PREROUTING",
+                "-i",
+                &plan.world.guest_nic,
+                "-p",
+                &f.protocol,
+                "--dport",
+                &f.public_port.to_string(),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{to}:{}", f.port),
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+        .collect()
+}
+
+fn iptables_nat(op: &str, rule: &[String]) -> Cmd {
+    Cmd::new(["iptables", "-w", "-t", "nat", op]).args(rule.iter().cloned()).timeout(Duration::from_secs(30))
+}
+
+/// Back to the shared state after scenario `prev` (the `i-1`-th): its rules and
+/// forwards out, its connections forgotten, the floating IP associated.
+async fn reset(vm: &Vm<'_>, i: usize, prev: &Plan, plan: &Plan, d: &Deployed) -> Result<(), RunnerError> {
+    let log = vm.log(&format!("reset-{i}.log"));
+    guest_step(vm.guest, "reset between scenarios", &Cmd::new([scripts::host_recipe(i - 1), "revert-rules".into()]), &log).await?;
+    for rule in forward_rules(prev, d) {
+        guest_step(vm.guest, "reset: remove a port forward", &iptables_nat("-D", &rule), &log).await?;
+    }
+    // No conntrack tool in the guest is no state to forget.
+    vm.guest.run(&Cmd::new(["conntrack", "-F"])).await?;
+    vm.cloud.floating_ip(&vm.site(plan), crate::scenario::CloudAction::FipAssociate).await?;
+    Ok(())
+}
+
+/// The scenario's host recipe: apply, then verify (a failed verify ends the group).
+async fn host_recipe(vm: &Vm<'_>, i: usize, plan: &Plan) -> Result<(), RunnerError> {
+    let path = scripts::host_recipe(i);
+    let log = vm.log(&format!("host-recipe-{}.log", plan.name));
+    let applied = guest_step(vm.guest, "host recipe apply", &Cmd::new([path.as_str(), "apply"]), &log).await?;
+    let verify = vm.guest.run(&Cmd::new([path.as_str(), "verify"])).await?;
+    let _ = std::fs::write(&log, format!("{applied}{}", verify.text()));
+    if verify.status != 0 {
+        return Err(RunnerError::Recipe(verify.text()));
+    }
+    Ok(())
+}
+
+async fn add_forwards(vm: &Vm<'_>, plan: &Plan, d: &Deployed) -> Result<(), RunnerError> {
+    for rule in forward_rules(plan, d) {
+        let out = vm.guest.run(&iptables_nat("-A", &rule)).await?;
+        if out.status != 0 {
+            return Err(RunnerError::Recipe(format!("port forward `{}`: {}", crate::exec::quote(&rule), out.stderr)));
+        }
+    }
+    Ok(())
+}
+
+async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>) -> Result<Vec<CheckResult>, RunnerError> {
+    let mut done = Vec::new();
+    for c in &plan.checks {
+        if let Some(action) = c.before {
+            vm.cloud.floating_ip(&vm.site(plan), action).await?;
+        }
+        let r = checks::run_check(c, plan, d, probes).await;
+        vm.progress.phase(&format!(
+            "{}: {} {}: {:?} ({})",
+            plan.name,
+            if r.passed { "ok  " } else { "FAIL" },
+            r.name,
+            r.outcome,
+            r.observed.detail.lines().next().unwrap_or("")
+        ));
+        vm.progress.detail(&format!("{}: {}: observed {}", plan.name, r.name, r.observed.detail));
+        done.push(r);
+    }
+    Ok(done)
+}
+
+/// Run the scenarios of a group in its VM, each from exactly the state it
+/// declares; the cloud is built once, for the first.
+pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let internet_probe = vm.internet_probe.display().to_string();
+    let probes = Probes { guest: vm.guest, internet: vm.internet, internet_probe: &internet_probe };
+    checks::install_probe(&probes).await?;
+    let first = plans[0];
+    let mut deployed: Option<Deployed> = None;
+    let mut results = Vec::new();
+    for (i, plan) in plans.iter().copied().enumerate() {
+        let total = Instant::now();
+        let mut timings = BTreeMap::new();
+        if i == 0 {
+            timings.insert("boot".to_owned(), vm.boot_s);
+        }
+        let t = Instant::now();
+        let recipe = vm.renderer.host_recipe(plan)?;
+        vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(i), 0o755).await?;
+        if let Some(d) = &deployed {
+            reset(vm, i, plans[i - 1], plan, d).await?;
+        }
+        host_recipe(vm, i, plan).await?;
+        timings.insert("host_recipe".to_owned(), t.elapsed().as_secs_f64() + if i == 0 { vm.netplane_s } else { 0.0 });
+        vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+        vm.progress.detail(&format!(
+            "{}: the recipe's output is in {}",
+            plan.name,
+            vm.log(&format!("host-recipe-{}.log", plan.name)).display()
+        ));
+
+        let t = Instant::now();
+        if deployed.is_none() {
+            let d = vm.cloud.build(&vm.site(plan)).await?;
+            vm.progress.phase(&format!(
+                "{}: {} cloud built (floating IP {}, instance {})",
+                plan.name,
+                vm.cloud.kind().as_str(),
+                d.floating_ip,
+                d.fixed_ip
+            ));
+            deployed = Some(d);
+        }
+        let d = deployed.as_ref().expect("built above");
+        add_forwards(vm, plan, d).await?;
+        timings.insert("cloud".to_owned(), t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let checks_done = run_checks(vm, plan, d, &probes).await?;
+        timings.insert("checks".to_owned(), t.elapsed().as_secs_f64());
+
+        let raw = vm.guest.run(&Cmd::new(["bash", COLLECT_STATE])).await?;
+        let _ = std::fs::write(vm.log(&format!("state-{}.txt", plan.name)), &raw.stdout);
+        let state = normalize_state(&raw.stdout, vm.run_id, d);
+        timings.insert("total".to_owned(), total.elapsed().as_secs_f64() + if i == 0 { vm.boot_s + vm.netplane_s } else { 0.0 });
+        let result = ScenarioResult {
+            name: plan.name.clone(),
+            cloud: vm.cloud.kind().as_str().into(),
+            image: plan.vm.image.clone(),
+            accel: vm.accel.clone(),
+            backend: vm.backend.clone(),
+            passed: checks_done.iter().all(|r| r.passed),
+            checks: checks_done,
+            shared_vm: (i > 0).then(|| first.name.clone()),
+            timings,
+            file: plan.source.clone(),
+            run_id: vm.run_id.to_owned(),
+            run_dir: vm.run_dir.to_owned(),
+            attempts: 1,
+            flaky: false,
+            snapshot: None,
+            state,
+        };
+        let _ = std::fs::write(vm.log(&format!("result-{}.json", plan.name)), serde_json::to_vec_pretty(&result).expect("serializable"));
+        // What the snapshot of this scenario compares (snapshots/scenarios/NAME.snap).
+        let _ = std::fs::write(vm.log(&format!("snapshot-{}.txt", plan.name)), snapshot_text(&result));
+        results.push(result);
+    }
+    Ok(results)
+}

@@ -1,0 +1,19 @@
+//! The harness's own scripts (harness/scripts/, embedded) and where they live in
+//! the guest.
+
+use include_dir::{include_dir, Dir};
+
+pub static SCRIPTS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/scripts");
+
+/// An embedded script by file name.
+pub fn script(name: &str) -> &'static str {
+    SCRIPTS.get_file(name).and_then(|f| f.contents_utf8()).expect("embedded script")
+}
+
+/// The probe every check runs (probe.py), in the guest.
+pub const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
+
+/// The host recipe of the `i`-th scenario of a VM group, in the guest.
+pub fn host_recipe(i: usize) -> String {
+    format!("/usr/local/sbin/harness-host-recipe-{i}")
+}

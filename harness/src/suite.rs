@@ -1,0 +1,236 @@
+//! `harness run` as a library call: a [`Request`] in, a [`Summary`] out. Loading
+//! and validating every scenario before anything boots, the machine's
+//! prerequisites, VM groups and shards, retries of infrastructure failures, an
+//! interruption that keeps what finished, and the comparison with snapshots.
+
+use crate::boot::BootOptions;
+use crate::error::Error;
+use crate::image;
+use crate::prereq::{self, Tool};
+use crate::progress::Progress;
+use crate::report::{InfraFailure, Summary};
+use crate::runner::{self, Keep};
+use crate::scenario::{self, CloudKind, Plan};
+use crate::vm::BackendChoice;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Settings of the command line that win over each scenario's `[vm]`.
+#[derive(Debug, Clone, Default)]
+pub struct VmOverrides {
+    pub image: Option<String>,
+    pub memory_mib: Option<u32>,
+    pub cpus: Option<u32>,
+    pub disk_gib: Option<u32>,
+}
+
+impl VmOverrides {
+    pub fn apply(&self, plan: &mut Plan) {
+        if let Some(i) = &self.image {
+            plan.vm.image.clone_from(i);
+        }
+        if let Some(m) = self.memory_mib {
+            plan.vm.memory_mib = m;
+        }
+        if let Some(c) = self.cpus {
+            plan.vm.cpus = c;
+        }
+        if let Some(d) = self.disk_gib {
+            plan.vm.disk_gib = d;
+        }
+    }
+}
+
+/// Shard `index` of `total` (1-based): whole VM groups, round robin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub total: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("expected I/N such as 1/3, found {s:?}"))?;
+        let (index, total): (usize, usize) = (
+            i.parse().map_err(|_| format!("expected a number, found {i:?}"))?,
+            n.parse().map_err(|_| format!("expected a number, found {n:?}"))?,
+        );
+        if total == 0 || index == 0 || index > total {
+            return Err(format!("expected 1 <= I <= N, found {index}/{total}"));
+        }
+        Ok(Shard { index, total })
+    }
+}
+
+/// Which scenarios, and how to run them.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Scenario files; none means every `*.toml` of `scenarios/`.
+    pub scenarios: Vec<PathBuf>,
+    /// Which builds the cloud, instead of what each scenario says.
+    pub cloud: Option<CloudKind>,
+    pub overrides: VmOverrides,
+    pub shard: Option<Shard>,
+    /// Reruns of a group whose infrastructure failed.
+    pub retries: u32,
+    pub keep: Keep,
+    /// Where the snapshots are (compared when the directory exists).
+    pub snapshots: Option<PathBuf>,
+    /// Under CI a scenario without a snapshot fails.
+    pub ci: bool,
+    pub boot: BootOptions,
+}
+
+/// The scenario files named, or all of scenarios/.
+pub fn scenario_paths(mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Error> {
+    if paths.is_empty() {
+        let dir = Path::new("scenarios");
+        paths = std::fs::read_dir(dir)
+            .map_err(|e| Error::Input { path: dir.into(), message: format!("{e} (name scenario files, or run from the repository)") })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+    }
+    Ok(paths)
+}
+
+/// Every scenario named (or all of scenarios/), validated before anything boots,
+/// with the command line's overrides applied.
+pub fn load_plans(paths: Vec<PathBuf>, overrides: &VmOverrides) -> Result<Vec<Plan>, Error> {
+    let mut plans: Vec<Plan> = scenario_paths(paths)?.iter().map(|p| scenario::load(p)).collect::<Result<_, _>>()?;
+    plans.iter_mut().for_each(|p| overrides.apply(p));
+    Ok(plans)
+}
+
+pub fn cloud_of(cloud: Option<CloudKind>, plan: &Plan) -> CloudKind {
+    cloud.unwrap_or(plan.cloud)
+}
+
+/// The VM groups to run (scenarios that share a VM stay together), this shard's only.
+pub fn select(plans: &[Plan], cloud: Option<CloudKind>, shard: Option<Shard>) -> Vec<Vec<&Plan>> {
+    let groups = runner::groups(plans, |p| cloud_of(cloud, p));
+    match shard {
+        Some(s) => groups.into_iter().enumerate().filter(|(k, _)| k % s.total == s.index - 1).map(|(_, g)| g).collect(),
+        None => groups,
+    }
+}
+
+/// Everything that can be known wrong before a VM boots: each plan's image recipe,
+/// the templates, and the machine's tools for what `what` is about to do.
+pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<CloudKind>) -> Result<(), Error> {
+    let recipes = image::recipes_dir(boot.images_dir.as_deref());
+    let mut needed: Vec<Tool> = prereq::BOOT.to_vec();
+    if boot.backend != BackendChoice::Libvirt {
+        needed.extend_from_slice(prereq::QEMU);
+    }
+    for p in plans {
+        let recipe = image::load_recipe(recipes.as_deref(), &p.vm.image)
+            .map_err(|e| Error::Input { path: p.source.clone(), message: e.to_string() })?;
+        if image::cached(&recipe, &image::cache_root()).is_none() && recipe.needs_debootstrap() {
+            needed.extend_from_slice(prereq::DEBOOTSTRAP);
+        }
+        if crate::cloud::for_kind(cloud_of(cloud, p)).needs().uplink {
+            needed.extend_from_slice(prereq::UPLINK);
+        }
+    }
+    crate::render::Renderer::new(boot.templates.as_deref())?;
+    prereq::require(what, &needed)?;
+    Ok(())
+}
+
+/// Run the selected groups. `cancel` ends the run (Ctrl-C): the group under way is
+/// torn down, what finished is kept, and the rest is reported as not run.
+pub async fn run(req: &Request, plans: &[Plan], progress: &Progress, cancel: impl Future<Output = ()>) -> Result<Summary, Error> {
+    let started = std::time::Instant::now();
+    let mut summary = Summary::default();
+    tokio::pin!(cancel);
+    // Scenarios that can share a VM do (each reset to the state it declares; the
+    // result says so).
+    for group in select(plans, req.cloud, req.shard) {
+        let not_run = |error: String, attempts: u32| -> Vec<InfraFailure> {
+            group
+                .iter()
+                .map(|p| InfraFailure { scenario: p.name.clone(), file: p.source.clone(), error: error.clone(), attempts })
+                .collect()
+        };
+        if summary.interrupted {
+            summary.infrastructure_failures.extend(not_run("not run: interrupted".into(), 0));
+            continue;
+        }
+        let kind = cloud_of(req.cloud, group[0]);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = tokio::select! {
+                r = runner::run_group(&group, kind, &req.boot, progress, req.keep) => Some(r),
+                _ = &mut cancel => None,
+            };
+            match r {
+                None => {
+                    summary.interrupted = true;
+                    summary.infrastructure_failures.extend(not_run(Error::Interrupted.to_string(), attempt));
+                    break;
+                }
+                Some(Ok(results)) => {
+                    summary.scenarios.extend(results.into_iter().map(|mut r| {
+                        r.attempts = attempt;
+                        r.flaky = attempt > 1;
+                        r
+                    }));
+                    break;
+                }
+                // Bad input is the same on every try: the whole command ends, exit 2.
+                Some(Err(e)) if e.is_bad_input() => return Err(e.into()),
+                // Only an infrastructure failure is retried: a check that failed is an answer.
+                Some(Err(e)) if attempt <= req.retries => {
+                    progress.phase(&format!("infrastructure failed (attempt {attempt} of {}): {e}; retrying", req.retries + 1));
+                }
+                Some(Err(e)) => {
+                    progress.phase(&format!("infrastructure failed: {e}"));
+                    summary.infrastructure_failures.extend(not_run(e.to_string(), attempt));
+                    break;
+                }
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = req.snapshots.as_ref().filter(|d| d.is_dir()) {
+        for r in &mut summary.scenarios {
+            let text = runner::snapshot_text(r);
+            let outcome = crate::snapshot::compare(dir, &r.name, &r.cloud, &r.file, &text, req.ci)
+                .map_err(|source| Error::Io { path: dir.clone(), source })?;
+            r.snapshot = Some(outcome);
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_keep_groups_whole() {
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, total: 3 }));
+        for bad in ["0/2", "3/2", "1/0", "x/2", "12"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"));
+        let paths = scenario_paths(vec![]).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir).expect("scenarios").flatten().map(|e| e.path()).collect();
+            v.sort();
+            v
+        });
+        let plans = load_plans(paths, &VmOverrides { memory_mib: Some(3000), ..Default::default() }).expect("shipped scenarios load");
+        assert!(plans.iter().all(|p| p.vm.memory_mib == 3000), "overrides applied");
+        let all = select(&plans, None, None);
+        let one = select(&plans, None, Some(Shard { index: 1, total: 2 }));
+        let two = select(&plans, None, Some(Shard { index: 2, total: 2 }));
+        assert_eq!(one.len() + two.len(), all.len(), "every group in exactly one shard");
+        assert_eq!(one.iter().chain(&two).map(Vec::len).sum::<usize>(), plans.len());
+    }
+}
