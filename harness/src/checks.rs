@@ -136,3 +136,54 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>) -> 
         line: c.line,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::fake::Recorder;
+
+    fn plan() -> Plan {
+        crate::scenario::load(std::path::Path::new("../scenarios/floating-ip-ingress.toml")).expect("scenario")
+    }
+
+    fn deployed() -> Deployed {
+        Deployed {
+            floating_ip: "192.168.100.102".parse().expect("ip"),
+            fixed_ip: "10.0.0.5".parse().expect("ip"),
+            network_gateway: "10.0.0.1".parse().expect("ip"),
+            router_gw_ip: "192.168.100.101".parse().expect("ip"),
+            instance_probe: vec!["in-instance".into(), "--".into()],
+            volatile_names: vec![],
+        }
+    }
+
+    fn check(from: Endpoint, to: Target, kind: CheckKind, port: Option<u16>, seen_as: Option<Target>) -> Check {
+        Check { name: "c".into(), kind, from, to, port, expect: Expect::Reachable, seen_as, timeout_s: 3.0, before: None, line: 7 }
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_runs_the_probe_where_it_is_with_its_arguments() {
+        let (guest, internet) = (Recorder::new("guest"), Recorder::new("internet"));
+        internet.answer("probe.py tcp", 0, r#"{"outcome": "reachable", "detail": "seen_as 192.168.100.1"}"#);
+        let p = Probes { guest: &guest, internet: &internet, internet_probe: "/runs/x/probe.py" };
+        let (plan, d) = (plan(), deployed());
+        let from_internet = check(Endpoint::Internet, Target::FloatingIp, CheckKind::Tcp, Some(22), Some(Target::PublicIp));
+        let r = run_check(&from_internet, &plan, &d, &p).await;
+        assert_eq!(
+            internet.transcript(),
+            vec![format!("run /usr/bin/python3 /runs/x/probe.py tcp 192.168.100.102 22 3 {}", plan.world.internet_client)]
+        );
+        // Reachable, but seen as another address than the one expected: a failure.
+        assert_eq!(r.outcome, Expect::Reachable);
+        assert_eq!(r.expected_seen_as.as_deref(), Some(plan.world.public_ip.to_string().as_str()));
+        assert!(!r.passed, "{r:?}");
+        assert_eq!(r.line, 7);
+
+        run_check(&check(Endpoint::Instance, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p).await;
+        run_check(&check(Endpoint::Host, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p).await;
+        assert_eq!(
+            guest.transcript(),
+            vec!["run in-instance -- icmp 10.0.0.1 3".to_owned(), format!("run {GUEST_PROBE} icmp {} 3", plan.world.guest_gateway),]
+        );
+    }
+}

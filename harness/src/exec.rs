@@ -1,7 +1,7 @@
 //! Where commands run. Every stage above the VM (host recipe, clouds, checks,
 //! state collection, the network plane) talks to an [`Executor`]: "run this argv
 //! with a timeout, stream or capture its output, upload a file". The guest's SSH
-//! session is one ([`crate::ssh::Ssh`]); a host network namespace is another
+//! session is one (module `ssh`); a host network namespace is another
 //! ([`HostNetns`]); [`fake::Recorder`] records what a stage sends, for unit tests.
 //!
 //! Commands are argv lists. Where a shell must read them (SSH hands the guest's
@@ -72,8 +72,9 @@ impl Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error(transparent)]
-    Ssh(#[from] crate::ssh::SshError),
+    /// The way to the place broke (SSH to the guest): not the command's fault.
+    #[error("{place}: {source}")]
+    Transport { place: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("cannot run `{command}` ({place}): {source}")]
     Spawn { command: String, place: String, source: std::io::Error },
     #[error("`{command}` ({place}) did not finish within {timeout:.0} s")]
@@ -84,7 +85,7 @@ pub enum ExecError {
 
 impl ExecError {
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ExecError::Timeout { .. } | ExecError::Ssh(crate::ssh::SshError::Timeout { .. }))
+        matches!(self, ExecError::Timeout { .. })
     }
 }
 
@@ -209,7 +210,7 @@ pub mod fake {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             match self {
                 Sent::Run(line) => write!(f, "run {line}"),
-                Sent::Upload { path, mode, bytes } => write!(f, "upload {path} (mode {mode:o}, {bytes} bytes)"),
+                Sent::Upload { path, mode, .. } => write!(f, "upload {path} (mode {mode:o})"),
             }
         }
     }

@@ -216,6 +216,15 @@ impl Ssh {
     }
 }
 
+impl From<SshError> for ExecError {
+    fn from(e: SshError) -> ExecError {
+        match e {
+            SshError::Timeout { command, timeout } => ExecError::Timeout { command, place: "guest".into(), timeout },
+            other => ExecError::Transport { place: "guest".into(), source: Box::new(other) },
+        }
+    }
+}
+
 /// The guest as an [`Executor`]: the argv is quoted into the one line that SSH
 /// hands the guest's shell; output streams back through a channel, so that the
 /// caller's callback runs on its own task, not on libssh2's blocking thread.

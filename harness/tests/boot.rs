@@ -135,6 +135,68 @@ fn gc_after_sigkill_mid_boot() {
     assert!(left.is_empty(), "after gc, run {id} left: {left:#?}\ngc said: {}", String::from_utf8_lossy(&gc.stdout));
 }
 
+/// A `harness up` (without --keep: it owns its run until killed) whose stdout is
+/// read on a thread until it says the run is up.
+fn up_owned(runs: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = harness()
+        .args(["up", "--backend", "qemu", "--memory-mib", "1024"])
+        .env("HARNESS_RUNS_DIR", runs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("harness up");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains(" is up") {
+                let _ = tx.send(run_id_from(&line));
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn exec_ok(runs: &std::path::Path, id: &str) -> bool {
+    harness().args(["exec", id, "--", "true"]).env("HARNESS_RUNS_DIR", runs).status().is_ok_and(|s| s.success())
+}
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn gc_removes_exactly_the_dead_run_and_never_a_live_one() {
+    require_vm();
+    ensure_image();
+    let runs = tempfile::tempdir().expect("runs dir");
+    let (mut a, a_up) = up_owned(runs.path());
+    let (mut b, b_up) = up_owned(runs.path());
+    // Two TCG boots at once on two cores: generous.
+    let deadline = Duration::from_secs(600);
+    let a_id = a_up.recv_timeout(deadline).expect("run A up");
+    let b_id = b_up.recv_timeout(deadline).expect("run B up");
+    let gc = |what: &str| {
+        let o = harness().args(["gc"]).env("HARNESS_RUNS_DIR", runs.path()).output().expect("harness gc");
+        assert!(o.status.success(), "gc ({what}): {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let said = gc("both alive");
+    assert!(!said.contains("removed"), "gc removed something of a live run:\n{said}");
+    assert!(exec_ok(runs.path(), &a_id) && exec_ok(runs.path(), &b_id), "a live run stopped answering after gc:\n{said}");
+    // A dies without a chance to clean up; its QEMU, namespace and tap stay behind.
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+    assert!(!leftovers(&a_id).is_empty(), "the killed run should have left its VM behind");
+    let said = gc("A killed");
+    let removed: Vec<&str> = said.lines().filter(|l| l.starts_with("removed")).collect();
+    assert!(!removed.is_empty() && removed.iter().all(|l| !l.contains(&b_id)), "gc must remove A's and only A's:\n{said}");
+    assert!(leftovers(&a_id).is_empty(), "after gc, run {a_id} left: {:#?}", leftovers(&a_id));
+    assert!(exec_ok(runs.path(), &b_id), "B stopped answering after gc removed A");
+    // B's owner tears it down on SIGTERM.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let _ = b.wait();
+    assert!(leftovers(&b_id).is_empty(), "run {b_id} left: {:#?}", leftovers(&b_id));
+}
+
 /// The cached default image's kernel, which the accelerator probe boots.
 fn image_kernel() -> PathBuf {
     ensure_image();

@@ -303,3 +303,42 @@ fn gc_prunes_old_finished_run_directories_only() {
     assert!(recent.dir.exists(), "a recent run's directory was removed");
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removed run directory {}", old.dir.display())));
 }
+
+#[test]
+fn a_missing_tool_fails_run_at_once_naming_its_package() {
+    // A PATH with every tool a run needs, but qemu-img.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let tools = [harness::prereq::BOOT, harness::prereq::QEMU, harness::prereq::DEBOOTSTRAP].concat();
+    for t in tools.iter().filter(|t| t.command != "qemu-img") {
+        if let Ok(path) = which_path(t.command) {
+            std::os::unix::fs::symlink(path, bin.join(t.command)).expect("symlink");
+        }
+    }
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--backend", "qemu", "../scenarios/instance-egress.toml"])
+        .env("PATH", &bin)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("HARNESS_RUNS_DIR", dir.path().join("runs"))
+        .output()
+        .expect("harness");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("failed after {:.3} s", started.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("qemu-img") && stderr.contains("apt-get install qemu-utils"), "{stderr}");
+    // Nothing long was started: no run, no image build.
+    assert!(!dir.path().join("runs").exists(), "a run was created before the preflight failed");
+    assert!(!dir.path().join("cache").exists(), "an image build started before the preflight failed");
+}
+
+fn which_path(cmd: &str) -> Result<String, ()> {
+    let out = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map_err(|_| ())?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !p.is_empty() {
+        Ok(p)
+    } else {
+        Err(())
+    }
+}

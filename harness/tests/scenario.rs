@@ -1,4 +1,4 @@
-//! The scenario loader: defaults are the world of DESIGN.md, and every bad input
+//! The scenario loader: defaults are the world of docs/design.md, and every bad input
 //! is an error naming the file, line and column and what was expected.
 
 use harness::scenario::{self, CheckKind, Endpoint, Expect, Target};

@@ -215,3 +215,98 @@ mod tests {
         assert_eq!(l.push("\n"), vec!["i".to_owned()]);
     }
 }
+
+#[cfg(test)]
+mod driver_tests {
+    use super::*;
+    use crate::exec::fake::Recorder;
+
+    struct Fixture {
+        plan: Plan,
+        renderer: Renderer,
+        progress: Progress,
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                plan: crate::scenario::load(Path::new("../scenarios/instance-egress.toml")).expect("scenario"),
+                renderer: Renderer::new(None).expect("templates"),
+                progress: Progress::new(true),
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
+        }
+
+        fn site<'a>(&'a self, guest: &'a Recorder) -> Site<'a> {
+            Site {
+                guest,
+                plan: &self.plan,
+                local_conf: "",
+                run_dir: self.dir.path(),
+                run_id: "abcd1234",
+                renderer: &self.renderer,
+                progress: &self.progress,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_in_order_and_takes_neutrons_addresses() {
+        let f = Fixture::new();
+        let guest = Recorder::new("guest");
+        guest
+            .answer("stack 2>&1", 0, "+./stack.sh:main:1076  echo_summary 'Configuring Neutron'\nok\n")
+            .answer(
+                "harness-devstack instance",
+                0,
+                r#"{"router_id": "r-1", "floating_ip": "192.168.100.150", "fixed_ip": "10.0.0.23", "network_gateway": "10.0.0.1", "router_gw_ip": "192.168.100.149", "gw_port_id": "g", "int_port_id": "i", "vm_port_id": "v"}"#,
+            );
+        let d = Devstack.build(&f.site(&guest)).await.expect("build");
+        assert_eq!((d.floating_ip.to_string(), d.fixed_ip.to_string()), ("192.168.100.150".into(), "10.0.0.23".into()));
+        assert_eq!(d.instance_probe, [SCRIPT, "probe"]);
+        assert_eq!(
+            guest.transcript(),
+            [
+                "run mkdir -p /usr/local/share/devstack-harness".to_owned(),
+                format!("upload {SCRIPT} (mode 755)"),
+                format!("upload {INSTANCE_PROBE_SH} (mode 644)"),
+                format!("run {SCRIPT} dns"),
+                format!("run {SCRIPT} preflight"),
+                format!("run {SCRIPT} prepare"),
+                format!("run sh -c 'exec {SCRIPT} stack 2>&1'"),
+                format!("run {SCRIPT} instance"),
+            ]
+        );
+        let log = std::fs::read_to_string(f.dir.path().join("stack.sh.log")).expect("stack.sh.log");
+        assert!(log.contains("Configuring Neutron"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn without_its_sources_it_stops_at_the_preflight() {
+        let f = Fixture::new();
+        let guest = Recorder::new("guest");
+        guest.answer("harness-devstack preflight", 69, "");
+        let e = Devstack.build(&f.site(&guest)).await.expect_err("no internet");
+        assert!(matches!(e, CloudError::NoInternet(ref base) if *base == f.plan.devstack.git_base), "{e}");
+        assert!(guest.transcript().last().is_some_and(|l| l.ends_with("preflight")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_stack_names_its_phase_and_a_hung_one_its_timeout() {
+        let f = Fixture::new();
+        let guest = Recorder::new("guest");
+        guest.answer("stack 2>&1", 1, "+./stack.sh:main:1 echo_summary 'Installing package prerequisites'\nE: Unable to locate package\n");
+        match Devstack.build(&f.site(&guest)).await {
+            Err(CloudError::Stack { phase, status, tail, .. }) => {
+                assert_eq!((phase.as_str(), status), ("Installing package prerequisites", 1));
+                assert!(tail.contains("E: Unable to locate package"), "{tail}");
+            }
+            other => panic!("expected a stack.sh failure, got {other:?}"),
+        }
+        let guest = Recorder::new("guest");
+        guest.time_out("stack 2>&1");
+        let e = Devstack.build(&f.site(&guest)).await.expect_err("hangs");
+        assert!(matches!(e, CloudError::StackTimeout { minutes, .. } if minutes == f.plan.devstack.stack_timeout_min), "{e}");
+    }
+}

@@ -68,7 +68,7 @@ pub struct Deployed {
     pub volatile_names: Vec<(String, String)>,
 }
 
-/// What a cloud needs from the network plane besides the world of DESIGN.
+/// What a cloud needs from the network plane besides the world of docs/design.md.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
     /// A way out of the cloud edge to the internet (DevStack fetches its sources).

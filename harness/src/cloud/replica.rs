@@ -52,3 +52,45 @@ impl Cloud for Replica {
         script_fip(site, SCRIPT, action).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::fake::Recorder;
+
+    #[tokio::test]
+    async fn builds_from_the_local_conf_and_answers_with_its_addresses() {
+        let plan = crate::scenario::load(std::path::Path::new("../scenarios/instance-egress.toml")).expect("scenario");
+        let renderer = crate::render::Renderer::new(None).expect("templates");
+        let local_conf = renderer.local_conf(&plan).expect("local.conf");
+        let guest = Recorder::new("guest");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let progress = crate::progress::Progress::new(true);
+        let site = Site {
+            guest: &guest,
+            plan: &plan,
+            local_conf: &local_conf,
+            run_dir: dir.path(),
+            run_id: "abcd1234",
+            renderer: &renderer,
+            progress: &progress,
+        };
+        let d = Replica.build(&site).await.expect("build");
+        // The pool's first address is the router's, the next the instance's floating IP.
+        assert_eq!((d.router_gw_ip.to_string(), d.floating_ip.to_string()), (plan.world.pool_start.to_string(), "192.168.100.101".into()));
+        assert_eq!(d.instance_probe, ["ip", "netns", "exec", "instance-abcd1234", crate::scripts::GUEST_PROBE]);
+        assert!(d.volatile_names.iter().any(|(id, tag)| id.starts_with("abcd1234") && tag == "<router-id>"), "{:?}", d.volatile_names);
+        assert_eq!(guest.transcript(), [format!("upload {SCRIPT} (mode 755)"), format!("run {SCRIPT} build")]);
+        let script = std::fs::read_to_string(dir.path().join("rendered/replica.sh")).expect("kept");
+        assert!(script.contains("FIP=192.168.100.101"), "{script}");
+
+        Replica.floating_ip(&site, CloudAction::FipDisassociate).await.expect("fip");
+        assert_eq!(guest.transcript().last().map(String::as_str), Some(format!("run {SCRIPT} fip-disassociate").as_str()));
+
+        // A local.conf the replica cannot read is bad input, before anything runs.
+        let broken = local_conf.replace("FLOATING_RANGE=", "FLOATING_RANGE=nonsense#");
+        let site = Site { local_conf: &broken, ..site };
+        let e = Replica.build(&site).await.expect_err("bad FLOATING_RANGE");
+        assert!(e.is_bad_input() && e.to_string().contains("FLOATING_RANGE"), "{e}");
+    }
+}

@@ -267,3 +267,132 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>) -> Result<Vec<ScenarioR
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The stages against recording fakes: the commands each sends, in order, for
+    //! the shipped scenarios, and how each reacts to a failure.
+    use super::*;
+    use crate::exec::fake::Recorder;
+    use crate::scenario::Expect;
+
+    const RUN: &str = "abcd1234";
+    const REACHABLE: &str = r#"{"outcome": "reachable", "detail": "seen_as 203.0.113.10"}"#;
+
+    fn shipped() -> Vec<Plan> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir("../scenarios")
+            .expect("scenarios")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| crate::scenario::load(p).expect("shipped scenario")).collect()
+    }
+
+    struct World {
+        guest: Recorder,
+        internet: Recorder,
+        renderer: Renderer,
+        progress: Progress,
+        dir: tempfile::TempDir,
+    }
+
+    impl World {
+        fn new() -> World {
+            let guest = Recorder::new("guest");
+            guest.answer("harness-probe", 0, REACHABLE).answer("collect-state.sh", 0, "# addresses\nlo 127.0.0.1/8\n");
+            let internet = Recorder::new("internet");
+            internet.answer("probe.py", 0, REACHABLE);
+            World {
+                guest,
+                internet,
+                renderer: Renderer::new(None).expect("templates"),
+                progress: Progress::new(true),
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
+        }
+
+        async fn run(&self, plans: &[&Plan]) -> Result<Vec<ScenarioResult>, RunnerError> {
+            let local_conf = self.renderer.local_conf(plans[0]).expect("local.conf");
+            let cloud = crate::cloud::for_kind(crate::scenario::CloudKind::Replica);
+            let vm = Vm {
+                guest: &self.guest,
+                internet: &self.internet,
+                internet_probe: PathBuf::from("/run-dir/probe.py"),
+                cloud: &*cloud,
+                renderer: &self.renderer,
+                local_conf: &local_conf,
+                run_id: RUN,
+                run_dir: self.dir.path(),
+                progress: &self.progress,
+                accel: "tcg".into(),
+                backend: "qemu".into(),
+                boot_s: 1.0,
+                netplane_s: 0.5,
+            };
+            run_scenarios(plans, &vm).await
+        }
+    }
+
+    #[tokio::test]
+    async fn shipped_scenarios_send_these_commands_in_this_order() {
+        let plans = shipped();
+        let groups = super::super::groups(&plans, |p| p.cloud);
+        assert_eq!(groups.len(), 1, "the shipped scenarios share one VM");
+        let w = World::new();
+        let results = w.run(&groups[0]).await.expect("runs");
+        assert_eq!(results.len(), plans.len());
+        // Every check saw what the fakes answered; the first scenario paid for the boot.
+        assert!(results.iter().flat_map(|r| &r.checks).all(|c| c.outcome == Expect::Reachable), "{results:#?}");
+        assert_eq!(results[0].timings["boot"], 1.0);
+        assert!(results[1..].iter().all(|r| r.shared_vm.as_deref() == Some(results[0].name.as_str())));
+        assert!(w.dir.path().join(format!("result-{}.json", plans[0].name)).exists());
+        let transcript = format!("# guest\n{}\n\n# internet\n{}\n", w.guest.transcript().join("\n"), w.internet.transcript().join("\n"));
+        insta::with_settings!({snapshot_path => "../../../snapshots/units", prepend_module_to_snapshot => false, omit_expression => true}, {
+            insta::assert_snapshot!("runner-shipped-scenarios", transcript);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_failed_verify_ends_the_group_before_the_cloud_is_built() {
+        let plans = shipped();
+        let w = World::new();
+        w.guest.answer("harness-host-recipe-0 verify", 1, "FAIL: no MASQUERADE for 192.168.100.0/24\n");
+        let err = w.run(&[&plans[0]]).await.expect_err("verify fails");
+        assert!(matches!(&err, RunnerError::Recipe(text) if text.contains("FAIL: no MASQUERADE")), "{err}");
+        let sent = w.guest.transcript();
+        assert!(sent.last().is_some_and(|l| l.ends_with("harness-host-recipe-0 verify")), "{sent:#?}");
+        assert!(!sent.iter().any(|l| l.contains("harness-replica")), "no cloud after a failed recipe: {sent:#?}");
+        let log = std::fs::read_to_string(w.dir.path().join(format!("host-recipe-{}.log", plans[0].name))).expect("recipe log");
+        assert!(log.contains("FAIL: no MASQUERADE"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_cloud_build_names_its_step_and_log() {
+        let plans = shipped();
+        let w = World::new();
+        w.guest.answer("harness-replica build", 2, "ovs-vsctl: unix:/var/run/openvswitch/db.sock: database connection failed\n");
+        let err = w.run(&[&plans[0]]).await.expect_err("build fails");
+        let text = err.to_string();
+        assert!(text.contains("replica build failed in the guest (exit 2)") && text.contains("database connection failed"), "{text}");
+        assert!(text.contains(&w.dir.path().join("cloud.log").display().to_string()), "{text}");
+        assert!(!err.is_bad_input(), "a guest step is the infrastructure's");
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_hangs_or_says_nothing_is_unreachable_and_the_run_goes_on() {
+        let plans = shipped();
+        let egress = plans.iter().find(|p| p.name == "instance-egress").expect("instance-egress");
+        let w = World::new();
+        let guest = Recorder::new("guest");
+        guest.time_out("harness-probe icmp").answer("harness-probe tcp", 0, "Traceback: boom\n");
+        let w = World { guest, ..w };
+        let r = w.run(&[egress]).await.expect("the run itself succeeds");
+        let details: Vec<&str> = r[0].checks.iter().map(|c| c.observed.detail.as_str()).collect();
+        assert!(r[0].checks.iter().all(|c| c.outcome == Expect::Unreachable), "{details:?}");
+        assert!(details.contains(&"the probe itself timed out"), "{details:?}");
+        assert!(details.iter().any(|d| d.starts_with("the probe printed no result: Traceback: boom")), "{details:?}");
+        assert!(!r[0].passed);
+    }
+}

@@ -336,7 +336,7 @@ impl Validator {
         Some(w)
     }
 
-    /// The relations DESIGN.md's world depends on.
+    /// The relations docs/design.md's world depends on.
     fn relations(&mut self, w: &World) {
         let provider_subnet = w.provider_address.trunc();
         let private_subnet = w.guest_address.trunc();

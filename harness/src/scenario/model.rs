@@ -1,5 +1,5 @@
 //! The scenario file as written (TOML, serde). Every default is the world of
-//! DESIGN.md; a scenario changes only what it is about. Unknown keys are errors.
+//! docs/design.md; a scenario changes only what it is about. Unknown keys are errors.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

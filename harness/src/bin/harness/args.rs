@@ -121,7 +121,8 @@ pub enum Command {
     Down { run: String },
     /// List runs and whether their VM is up.
     Ps,
-    /// Remove what killed runs left: processes, domains, namespaces, taps, overlays.
+    /// Remove what dead runs left (their owner process is gone): processes, domains,
+    /// namespaces, taps, overlays. A live run's resources, and any no run records, stay.
     Gc {
         #[arg(long, default_value = "qemu:///system")]
         connect: String,
