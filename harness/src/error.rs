@@ -38,10 +38,11 @@ pub enum Error {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    /// Boxed: a runner's and a boot's errors carry the console's tail and paths.
     #[error(transparent)]
-    Runner(#[from] crate::runner::RunnerError),
+    Runner(Box<crate::runner::RunnerError>),
     #[error(transparent)]
-    Boot(#[from] crate::boot::BootError),
+    Boot(Box<crate::boot::BootError>),
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
     #[error(transparent)]
@@ -56,6 +57,18 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("interrupted; everything the run created was removed")]
     Interrupted,
+}
+
+impl From<crate::runner::RunnerError> for Error {
+    fn from(e: crate::runner::RunnerError) -> Error {
+        Error::Runner(Box::new(e))
+    }
+}
+
+impl From<crate::boot::BootError> for Error {
+    fn from(e: crate::boot::BootError) -> Error {
+        Error::Boot(Box::new(e))
+    }
 }
 
 impl Error {

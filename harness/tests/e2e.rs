@@ -152,3 +152,61 @@ fn the_devstack_cloud_without_its_sources_is_an_infrastructure_failure() {
     let error = v["infrastructure_failures"][0]["error"].as_str().expect("error");
     assert!(error.contains("http://127.0.0.1:9/openstack/devstack.git"), "{error}");
 }
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn ctrl_c_keeps_what_finished_and_tears_down_the_rest() {
+    require_vm();
+    // Two VM groups: a second scenario whose VM differs cannot share the first's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let second = dir.path().join("ingress-bigger-vm.toml");
+    let ingress = std::fs::read_to_string(root().join("scenarios/floating-ip-ingress.toml")).expect("scenario");
+    std::fs::write(&second, format!("{ingress}\n[vm]\nmemory_mib = 2100\n")).expect("write");
+    let junit = dir.path().join("junit.xml");
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--backend", "qemu", "--no-snapshots", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("scenarios/instance-egress.toml")
+        .arg(&second)
+        .current_dir(root())
+        .env("HARNESS_RUNS_DIR", &runs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("harness run");
+    // Wait until the first group has its result and the second group's run exists.
+    let started = std::time::Instant::now();
+    let second_run = loop {
+        assert!(started.elapsed() < std::time::Duration::from_secs(900), "the second group never started");
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&runs).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let first_done = dirs.iter().any(|d| d.join("result-instance-egress.json").exists());
+        if let (true, Some(d)) = (first_done, dirs.iter().find(|d| !d.join("result-instance-egress.json").exists())) {
+            break d.clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // Let it get somewhere (its VM recorded), then Ctrl-C.
+    let record = second_run.join("run.json");
+    while !std::fs::read_to_string(&record).is_ok_and(|r| r.contains("\"pid\"")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(900), "the second group's VM never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("harness exits");
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "interrupted: {v:#}");
+    assert_eq!(v["interrupted"], true, "{v:#}");
+    assert_eq!(v["scenarios"][0]["name"], "instance-egress");
+    assert_eq!(v["scenarios"][0]["passed"], true, "{v:#}");
+    let f = &v["infrastructure_failures"][0];
+    assert_eq!(f["scenario"], "ingress-bigger-vm");
+    assert!(f["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{f}");
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written after Ctrl-C");
+    assert!(xml.contains("instance-egress") && xml.contains("interrupted"), "{xml}");
+    xmllint(&junit);
+    let id = second_run.file_name().expect("id").to_string_lossy().into_owned();
+    assert!(!Path::new(&format!("/run/netns/dh-{id}-edge")).exists(), "the interrupted group's namespace remains");
+    let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).expect("record")).expect("json");
+    assert_eq!(rec["status"], "down", "{rec:#}");
+}

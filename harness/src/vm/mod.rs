@@ -21,6 +21,8 @@ pub enum VmError {
     Libvirt { uri: String, detail: String, fix: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot stop {name}: {detail}\n  fix: {fix}")]
+    Stop { name: String, detail: String, fix: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use super::{disk_args, mgmt_nic_args, BootSource, Hypervisor, VmConfig, VmError, VmHandle};
 use crate::accel::{CPU_MODEL, QEMU};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct QemuBackend;
 
@@ -116,26 +116,22 @@ pub fn is_ours(pid: i32, name: &str) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after `timeout`; returns when the process is gone.
+/// Synchronous: it runs in Drop guards and signal paths.
 pub fn stop(pid: i32, name: &str, timeout: Duration) -> Result<(), VmError> {
+    use crate::wait::{until_blocking, Step};
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     if !is_ours(pid, name) {
         return Ok(());
     }
+    let gone = || if is_ours(pid, name) { Step::NotYet(format!("QEMU pid {pid} ({name}) still runs")) } else { Step::Done(()) };
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    let start = Instant::now();
-    while is_ours(pid, name) {
-        if start.elapsed() > timeout {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let kill_start = Instant::now();
-            while is_ours(pid, name) && kill_start.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if until_blocking(&format!("QEMU {name} to exit on SIGTERM"), timeout, Duration::from_millis(50), gone).is_ok() {
+        return Ok(());
     }
-    Ok(())
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    until_blocking(&format!("QEMU {name} to exit on SIGKILL"), Duration::from_secs(10), Duration::from_millis(50), gone)
+        .map_err(|e| VmError::Stop { name: name.into(), detail: e.to_string(), fix: format!("kill -9 {pid}") })
 }
 
 /// QEMU processes started by the harness (`-name dh-...`): (pid, name).
