@@ -23,6 +23,8 @@ pub struct VmOverrides {
     pub memory_mib: Option<u32>,
     pub cpus: Option<u32>,
     pub disk_gib: Option<u32>,
+    /// Every scenario builds from this local.conf (`--local-conf`).
+    pub local_conf: Option<PathBuf>,
 }
 
 impl VmOverrides {
@@ -101,9 +103,22 @@ pub fn scenario_paths(mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Error> {
 /// Every scenario named (or all of scenarios/), validated before anything boots,
 /// with the command line's overrides applied.
 pub fn load_plans(paths: Vec<PathBuf>, overrides: &VmOverrides) -> Result<Vec<Plan>, Error> {
-    let mut plans: Vec<Plan> = scenario_paths(paths)?.iter().map(|p| scenario::load(p)).collect::<Result<_, _>>()?;
-    plans.iter_mut().for_each(|p| overrides.apply(p));
-    Ok(plans)
+    scenario_paths(paths)?.iter().map(|p| load_plan(Some(p), overrides)).collect()
+}
+
+/// One scenario (the default world when `path` is None), with the command line's
+/// overrides applied.
+pub fn load_plan(path: Option<&Path>, overrides: &VmOverrides) -> Result<Plan, Error> {
+    let mut plan = match path {
+        Some(p) => scenario::load(p)?,
+        None => scenario::parse(Path::new("default.toml"), "")?,
+    };
+    overrides.apply(&mut plan);
+    if let Some(conf) = &overrides.local_conf {
+        plan =
+            plan.with_local_conf(conf).map_err(|e| Error::Input { path: conf.clone(), message: format!("cannot read local.conf: {e}") })?;
+    }
+    Ok(plan)
 }
 
 pub fn cloud_of(cloud: Option<CloudKind>, plan: &Plan) -> CloudKind {

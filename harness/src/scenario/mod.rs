@@ -163,6 +163,16 @@ pub struct Plan {
     pub checks: Vec<Check>,
 }
 
+/// The JSON Schema of scenario files (`harness schema scenario`), generated from
+/// the model; editors that read TOML with a schema (taplo's `#:schema` directive)
+/// complete and check scenario files with it.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(model::ScenarioFile)).expect("a schema is JSON");
+    schema["title"] = "devstack-harness scenario".into();
+    schema["description"] = "A scenario of devstack-harness: docs/scenario.md describes every key.".into();
+    schema
+}
+
 impl Plan {
     /// The `HOST_IP` the rendered local.conf sets.
     pub fn host_ip(&self) -> Ipv4Addr {
@@ -214,6 +224,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ScenarioError> {
         };
     }
     Ok(plan)
+}
+
+impl Plan {
+    /// Build from this local.conf instead of what the scenario says (`--local-conf`):
+    /// the file is used as is, in place of the rendered template and its
+    /// `[devstack] values`/`extra`, or of the scenario's own `local_conf`.
+    pub fn with_local_conf(self, path: &Path) -> Result<Plan, std::io::Error> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(Plan { user_local_conf: Some((path.to_owned(), text)), ..self })
+    }
 }
 
 /// Collects problems as (key path, message); the first one is reported.

@@ -1,12 +1,13 @@
 //! The scenario file as written (TOML, serde). Every default is the world of
 //! docs/design.md; a scenario changes only what it is about. Unknown keys are errors.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Raw addresses stay strings here so that a bad one is reported by the
 /// validator with its file, line and column, not as a generic serde error.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// Defaults to the file's stem.
@@ -36,7 +37,7 @@ pub struct ScenarioFile {
     pub checks: Vec<CheckSpec>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudKind {
     #[default]
@@ -54,7 +55,7 @@ impl CloudKind {
 }
 
 /// The cloud instance: its private NIC and the public IP the cloud maps to it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuestSpec {
     pub public_ip: String,
@@ -78,7 +79,7 @@ impl Default for GuestSpec {
 }
 
 /// The provider network: the Linux bridge and the floating range on it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderSpec {
     pub bridge: String,
@@ -111,7 +112,7 @@ impl Default for ProviderSpec {
 }
 
 /// The tenant (private) network the instance lives on.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantSpec {
     pub fixed_range: String,
@@ -128,7 +129,7 @@ impl Default for TenantSpec {
 }
 
 /// The harness-owned "internet": a client, a responder and the cloud edge.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct InternetSpec {
     /// The internet side of the cloud edge, with prefix.
@@ -145,7 +146,7 @@ impl Default for InternetSpec {
 
 /// The host network recipe. Each part can be switched off (or changed) to
 /// reproduce a broken host.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostRecipeSpec {
     /// Put the public IP on `lo` as a /32.
@@ -169,7 +170,7 @@ impl Default for HostRecipeSpec {
 }
 
 /// How the DevStack `local.conf` is made.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevstackSpec {
     pub git_base: String,
@@ -215,7 +216,7 @@ impl Default for DevstackSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VmSpec {
     pub image: String,
@@ -231,13 +232,16 @@ impl Default for VmSpec {
 }
 
 /// A port the cloud edge forwards from the public IP, e.g. public 2222 -> floating IP 22.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardSpec {
+    /// The port on the public IP.
     pub public_port: u16,
+    /// `floating_ip` or an address in the guest.
     pub to: String,
     pub port: u16,
     #[serde(default = "default_proto")]
+    #[schemars(extend("enum" = ["tcp", "udp"]))]
     pub protocol: String,
 }
 
@@ -245,19 +249,29 @@ fn default_proto() -> String {
     "tcp".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
+    /// Defaults to a description made from kind, from and to.
     pub name: Option<String>,
+    #[schemars(extend("enum" = ["icmp", "tcp", "udp", "http"]))]
     pub kind: String,
+    /// Where the probe runs.
+    #[schemars(extend("enum" = ["internet", "host", "instance"]))]
     pub from: String,
+    /// `floating_ip`, `public_ip`, `responder`, `gateway`, or an IPv4 address.
     pub to: String,
+    /// Required for tcp, udp and http.
     pub port: Option<u16>,
     #[serde(default = "default_expect")]
+    #[schemars(extend("enum" = ["reachable", "unreachable"]))]
     pub expect: String,
+    /// The source address the responder must report (a target name or an address).
     pub seen_as: Option<String>,
+    /// Seconds the probe may take (default 10).
     pub timeout_s: Option<f64>,
     /// A cloud action taken just before the check: `fip_disassociate` or `fip_associate`.
+    #[schemars(extend("enum" = ["fip_disassociate", "fip_associate"]))]
     pub before: Option<String>,
 }
 

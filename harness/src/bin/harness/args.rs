@@ -38,6 +38,9 @@ pub enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Build from this local.conf instead of the scenario's.
+        #[arg(long, value_name = "FILE")]
+        local_conf: Option<PathBuf>,
     },
     /// Check a local.conf against the world of a scenario (the default world when none is named).
     Lint {
@@ -91,6 +94,11 @@ pub enum Command {
         format: Format,
         #[command(flatten)]
         select: Select,
+    },
+    /// Print the JSON Schema of scenario files (for editors: taplo's `#:schema` directive).
+    Schema {
+        #[arg(value_enum)]
+        what: SchemaArg,
     },
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions { shell: clap_complete::Shell },
@@ -178,12 +186,22 @@ pub struct VmArgs {
     /// Guest disk size in GiB instead of the scenario's (real DevStack wants 40 or more).
     #[arg(long, value_name = "GIB")]
     pub disk_gib: Option<u32>,
+    /// Every scenario builds from this local.conf instead of its own ("my local.conf
+    /// against the default scenarios").
+    #[arg(long, value_name = "FILE")]
+    pub local_conf: Option<PathBuf>,
 }
 
 impl VmArgs {
     /// The command line's VM settings, which win over each scenario's.
     pub fn overrides(&self) -> VmOverrides {
-        VmOverrides { image: self.image.clone(), memory_mib: self.memory_mib, cpus: self.cpus, disk_gib: self.disk_gib }
+        VmOverrides {
+            image: self.image.clone(),
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            disk_gib: self.disk_gib,
+            local_conf: self.local_conf.clone(),
+        }
     }
 
     pub fn boot_options(&self, templates: Option<&Path>) -> BootOptions {
@@ -248,6 +266,12 @@ impl From<CloudArg> for CloudKind {
             CloudArg::Devstack => CloudKind::Devstack,
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SchemaArg {
+    /// Scenario files (scenarios/*.toml).
+    Scenario,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

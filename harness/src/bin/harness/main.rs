@@ -47,6 +47,10 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             run(&req, format, junit.as_deref(), &progress)
         }
         Command::List { scenarios, format, select } => list(scenarios, format, select.shard),
+        Command::Schema { what: args::SchemaArg::Scenario } => {
+            println!("{}", serde_json::to_string_pretty(&scenario::json_schema()).expect("serializable"));
+            Ok(0)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
             Ok(0)
@@ -91,8 +95,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Image { command } => image_cmd(command),
         Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
             let opts = vm.boot_options(templates);
-            let mut plan = default_plan()?;
-            vm.overrides().apply(&mut plan);
+            let plan = suite::load_plan(None, &vm.overrides())?;
             suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
             let report = runtime().block_on(bench::boot(&plan, &opts, runs))?;
             match format {
@@ -101,7 +104,10 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             }
             Ok(0)
         }
-        Command::Render { scenario, out } => render(&scenario, &out, templates),
+        Command::Render { scenario, out, local_conf } => {
+            let plan = suite::load_plan(Some(&scenario), &suite::VmOverrides { local_conf, ..Default::default() })?;
+            render(&plan, &out, templates)
+        }
         Command::Lint { file, scenario, format } => lint(&file, scenario.as_deref(), format),
         Command::Localconf { command: LocalconfCommand::Parse { file, format } } => {
             let conf = localconf::read(&file)?;
@@ -125,10 +131,6 @@ async fn interrupted() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-}
-
-fn default_plan() -> Result<scenario::Plan, Error> {
-    Ok(scenario::parse(Path::new("default.toml"), "")?)
 }
 
 /// `harness run`: results, JUnit and JSON are written for what finished, also
@@ -188,11 +190,7 @@ fn list(paths: Vec<PathBuf>, format: Format, shard: Option<suite::Shard>) -> Res
 }
 
 fn up(scenario_path: Option<&Path>, keep: bool, vm: &args::VmArgs, templates: Option<&Path>) -> Result<u8, Error> {
-    let mut plan = match scenario_path {
-        Some(p) => scenario::load(p)?,
-        None => default_plan()?,
-    };
-    vm.overrides().apply(&mut plan);
+    let plan = suite::load_plan(scenario_path, &vm.overrides())?;
     let opts = vm.boot_options(templates);
     suite::preflight("harness up", &opts, std::slice::from_ref(&plan), None)?;
     let progress = Progress::new(false);
@@ -293,11 +291,10 @@ fn image_cmd(command: ImageCommand) -> Result<u8, Error> {
     Ok(0)
 }
 
-fn render(scenario_path: &Path, out: &Path, templates: Option<&Path>) -> Result<u8, Error> {
-    let plan = scenario::load(scenario_path)?;
+fn render(plan: &scenario::Plan, out: &Path, templates: Option<&Path>) -> Result<u8, Error> {
     let renderer = Renderer::new(templates)?;
     let keys = RunKeys::generate()?;
-    let rendered = renderer.render(&plan, &format!("render-{}", std::process::id()), &keys)?;
+    let rendered = renderer.render(plan, &format!("render-{}", std::process::id()), &keys)?;
     let written = rendered.write(out)?;
     // The client key that matches user-data, so that a VM booted from this seed can be reached.
     let key_path = out.join("id_ed25519");
