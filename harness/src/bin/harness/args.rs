@@ -44,7 +44,9 @@ pub enum Command {
     },
     /// Check a local.conf against the world of a scenario (the default world when none is named).
     Lint {
-        file: PathBuf,
+        /// The local.conf files (each is judged on its own; pre-commit passes several).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         #[arg(long)]
         scenario: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]

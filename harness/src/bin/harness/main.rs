@@ -108,7 +108,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             let plan = suite::load_plan(Some(&scenario), &suite::VmOverrides { local_conf, ..Default::default() })?;
             render(&plan, &out, templates)
         }
-        Command::Lint { file, scenario, format } => lint(&file, scenario.as_deref(), format),
+        Command::Lint { files, scenario, format } => lint(&files, scenario.as_deref(), format),
         Command::Localconf { command: LocalconfCommand::Parse { file, format } } => {
             let conf = localconf::read(&file)?;
             match format {
@@ -321,23 +321,38 @@ fn man(command: Option<&str>) -> Result<u8, Error> {
     Ok(0)
 }
 
-fn lint(file: &Path, scenario_path: Option<&Path>, format: Format) -> Result<u8, Error> {
+/// Lint each file against the world; exit 1 when any has an error. JSON: one
+/// file's `{"diagnostics": [...]}`, or `{"files": [{"file", "diagnostics"}]}` for several.
+fn lint(files: &[PathBuf], scenario_path: Option<&Path>, format: Format) -> Result<u8, Error> {
     let world = match scenario_path {
         Some(p) => scenario::load(p)?.world,
         None => scenario::World::default(),
     };
-    let conf = localconf::read(file)?;
-    let diags = localconf::lint(&conf, &world);
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "diagnostics": diags })).expect("serializable")),
-        Format::Text => print!("{}", localconf::lint::format_text(&file.display().to_string(), &conf, &diags)),
-    }
-    if harness::report::in_github_actions() {
-        for d in diags.iter().filter(|d| d.severity == localconf::Severity::Error) {
-            let hint = if d.hint.is_empty() { String::new() } else { format!("\nhint: {}", d.hint) };
-            let msg = format!("{} [{}]{hint}", d.message, d.rule);
-            println!("{}", harness::report::annotation(&file.display().to_string(), d.line, None, d.rule, &msg));
+    let mut any_error = false;
+    let mut json = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let conf = localconf::read(file)?;
+        let diags = localconf::lint(&conf, &world);
+        any_error |= diags.iter().any(|d| d.severity == localconf::Severity::Error);
+        if let Format::Text = format {
+            print!("{}", localconf::lint::format_text(&name, &conf, &diags));
         }
+        if harness::report::in_github_actions() {
+            for d in diags.iter().filter(|d| d.severity == localconf::Severity::Error) {
+                let hint = if d.hint.is_empty() { String::new() } else { format!("\nhint: {}", d.hint) };
+                let msg = format!("{} [{}]{hint}", d.message, d.rule);
+                println!("{}", harness::report::annotation(&name, d.line, None, d.rule, &msg));
+            }
+        }
+        json.push(serde_json::json!({ "file": name, "diagnostics": diags }));
     }
-    Ok(u8::from(diags.iter().any(|d| d.severity == localconf::Severity::Error)))
+    if let Format::Json = format {
+        let v = match json.as_slice() {
+            [one] => serde_json::json!({ "diagnostics": one["diagnostics"] }),
+            _ => serde_json::json!({ "files": json }),
+        };
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
+    }
+    Ok(u8::from(any_error))
 }
