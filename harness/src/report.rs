@@ -112,6 +112,71 @@ impl Summary {
         s
     }
 
+    /// Markdown for a CI job's summary page (`--summary`, `$GITHUB_STEP_SUMMARY`):
+    /// the table of checks, and for each check that did not come out as expected,
+    /// what was expected, what was observed and where the run's logs are.
+    pub fn markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut s = format!("### devstack-harness\n\n{}\n\n", self.one_line());
+        s.push_str("| | scenario | check | expected | observed | detail |\n|---|---|---|---|---|---|\n");
+        for r in &self.scenarios {
+            for c in &r.checks {
+                let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+                s.push_str(&format!(
+                    "| {} | {} ({}) | {} | {:?} | {:?}{port} | {} |\n",
+                    if c.passed { "✅" } else { "❌" },
+                    cell(&r.name),
+                    r.cloud,
+                    cell(&c.name),
+                    c.expect,
+                    c.outcome,
+                    cell(c.observed.detail.lines().next().unwrap_or(""))
+                ));
+            }
+        }
+        for f in &self.infrastructure_failures {
+            s.push_str(&format!(
+                "| ⚠️ | {} | infrastructure | - | - | {} |\n",
+                cell(&f.scenario),
+                cell(f.error.lines().next().unwrap_or(""))
+            ));
+        }
+        let failed: Vec<_> = self.scenarios.iter().flat_map(|r| r.checks.iter().filter(|c| !c.passed).map(move |c| (r, c))).collect();
+        if !failed.is_empty() || !self.infrastructure_failures.is_empty() {
+            s.push_str("\n#### What went wrong\n\n");
+        }
+        for (r, c) in failed {
+            let seen = match (&c.expected_seen_as, &c.observed.seen_as) {
+                (Some(want), Some(got)) if want != got => format!("; the responder saw {got}, not {want}"),
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "- **{}: {}** ({}:{}): expected {:?} {:?} from {:?} to {}{}, observed {:?}{seen}. Run directory `{}` (`state/` holds the guest's addresses, routes, iptables and conntrack).\n",
+                r.name,
+                c.name,
+                r.file.display(),
+                c.line,
+                c.kind,
+                c.expect,
+                c.from,
+                c.to,
+                c.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                c.outcome,
+                r.run_dir.display()
+            ));
+        }
+        for f in &self.infrastructure_failures {
+            s.push_str(&format!(
+                "- **{}** ({}): the infrastructure failed after {} attempt(s):\n\n```\n{}\n```\n",
+                f.scenario,
+                f.file.display(),
+                f.attempts,
+                f.error
+            ));
+        }
+        s
+    }
+
     /// `4 scenarios: 3 passed, 1 failed, 0 snapshot differences, 0 infrastructure failures, 0 flaky; 176.4 s (exit 1)`
     pub fn one_line(&self) -> String {
         let failed = self.scenarios.iter().filter(|r| !r.passed).count();
@@ -258,5 +323,64 @@ mod tests {
             annotation("scenarios/a,b.toml", 7, Some(3), "x: y", "50% done\nnext"),
             "::error file=scenarios/a%2Cb.toml,line=7,col=3,title=x%3A y::50%25 done%0Anext"
         );
+    }
+
+    #[test]
+    fn markdown_has_the_table_and_says_what_went_wrong() {
+        use crate::checks::{CheckResult, Observed};
+        use crate::scenario::{CheckKind, Endpoint, Expect};
+        let check = |name: &str, outcome: Expect, seen: Option<&str>| CheckResult {
+            name: name.into(),
+            kind: CheckKind::Tcp,
+            from: Endpoint::Instance,
+            to: "198.51.100.20".into(),
+            port: Some(80),
+            expect: Expect::Reachable,
+            outcome,
+            passed: outcome == Expect::Reachable && seen == Some("203.0.113.10"),
+            expected_seen_as: Some("203.0.113.10".into()),
+            observed: Observed { seen_as: seen.map(Into::into), detail: "seen_as x | y\nmore".into() },
+            line: 12,
+        };
+        let r = ScenarioResult {
+            name: "egress".into(),
+            cloud: "replica".into(),
+            image: "debian-12".into(),
+            accel: "tcg".into(),
+            backend: "qemu".into(),
+            passed: false,
+            checks: vec![
+                check("ok one", Expect::Reachable, Some("203.0.113.10")),
+                check("masqueraded", Expect::Reachable, Some("192.168.100.101")),
+            ],
+            shared_vm: None,
+            timings: Default::default(),
+            file: "scenarios/egress.toml".into(),
+            run_id: "r".into(),
+            run_dir: "/runs/r".into(),
+            attempts: 1,
+            flaky: false,
+            snapshot: None,
+            state: String::new(),
+        };
+        let summary = Summary {
+            scenarios: vec![r],
+            infrastructure_failures: vec![InfraFailure {
+                scenario: "other".into(),
+                file: "o.toml".into(),
+                error: "SSH never up".into(),
+                attempts: 2,
+            }],
+            seconds: 1.0,
+            interrupted: false,
+        };
+        let md = summary.markdown();
+        assert!(md.contains("| ✅ | egress (replica) | ok one | Reachable | Reachable:80 | seen_as x \\| y |"), "{md}");
+        assert!(md.contains("| ⚠️ | other | infrastructure |"), "{md}");
+        assert!(
+            md.contains("- **egress: masqueraded** (scenarios/egress.toml:12): expected Tcp Reachable from Instance to 198.51.100.20:80, observed Reachable; the responder saw 192.168.100.101, not 203.0.113.10. Run directory `/runs/r`"),
+            "{md}"
+        );
+        assert!(md.contains("the infrastructure failed after 2 attempt(s)"), "{md}");
     }
 }

@@ -27,7 +27,10 @@ fn workflows_pass_actionlint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let ci = root.join(".github/workflows/ci.yml");
     let devstack = root.join(".github/workflows/devstack.yml");
-    let (ok, text) = lint(&bin, &[&ci, &devstack]);
+    // action.yml uses the composite Action at the root (`uses: ./`): actionlint reads
+    // its metadata and checks the inputs the workflow passes.
+    let action = root.join(".github/workflows/action.yml");
+    let (ok, text) = lint(&bin, &[&ci, &devstack, &action]);
     assert!(ok, "actionlint:\n{text}");
     // The check can fail: a job without runs-on, and a script with an unquoted expansion.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,16 +42,42 @@ fn workflows_pass_actionlint() {
 
 #[test]
 #[ignore = "needs actionlint (bash .ci/setup installs it); cargo nextest run --run-ignored all"]
+fn actionlint_checks_the_inputs_given_to_the_action() {
+    let bin = actionlint();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // A project with the Action at its root and a workflow that passes it an input it lacks.
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(project.path().join(".github/workflows")).expect("dirs");
+    // actionlint finds the project (and `./`) by its .git.
+    let init = Command::new("git").args(["init", "-q"]).current_dir(project.path()).status().expect("git");
+    assert!(init.success());
+    std::fs::copy(root.join("action.yml"), project.path().join("action.yml")).expect("action.yml");
+    let workflow = std::fs::read_to_string(root.join(".github/workflows/action.yml")).expect("workflow");
+    let bad = workflow.replace("          retries: 1\n", "          retries: 1\n          local_conf: typo\n");
+    assert_ne!(bad, workflow);
+    let path = project.path().join(".github/workflows/uses-action.yml");
+    std::fs::write(&path, bad).expect("write");
+    let out = Command::new(&bin).arg("-no-color").arg(&path).current_dir(project.path()).output().expect("actionlint");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("input \"local_conf\" is not defined in action"), "{text}");
+}
+
+#[test]
+#[ignore = "needs actionlint (bash .ci/setup installs it); cargo nextest run --run-ignored all"]
 fn the_copy_paste_job_in_the_docs_passes_actionlint() {
     let bin = actionlint();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let doc = std::fs::read_to_string(root.join("docs/github.md")).expect("docs/github.md");
-    let job = doc.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block in docs/github.md");
+    // Every whole workflow of the page: the three-line Action and the long form.
+    let jobs: Vec<&str> = doc.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()).filter(|b| b.contains("\njobs:")).collect();
+    assert!(jobs.len() >= 2, "docs/github.md shows the Action and the long form");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("floating-ips.yml");
-    std::fs::write(&path, job).expect("write");
-    let (ok, text) = lint(&bin, &[&path]);
-    assert!(ok, "the workflow in docs/github.md:\n{text}");
+    for (i, job) in jobs.iter().enumerate() {
+        let path = dir.path().join(format!("floating-ips-{i}.yml"));
+        std::fs::write(&path, job).expect("write");
+        let (ok, text) = lint(&bin, &[&path]);
+        assert!(ok, "workflow {i} of docs/github.md:\n{text}");
+    }
 }
 
 #[test]

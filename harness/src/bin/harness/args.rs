@@ -69,6 +69,10 @@ pub enum Command {
         /// Also write the results as JUnit XML (a test case per check).
         #[arg(long, value_name = "PATH")]
         junit: Option<PathBuf>,
+        /// Also append a Markdown summary (the table of checks and what went wrong)
+        /// to this file, such as $GITHUB_STEP_SUMMARY.
+        #[arg(long, value_name = "PATH")]
+        summary: Option<PathBuf>,
         /// Rerun a scenario whose infrastructure failed (never one whose check
         /// failed) up to N times; a pass after a retry is reported as flaky.
         #[arg(long, default_value_t = 0, value_name = "N")]

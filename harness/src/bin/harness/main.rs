@@ -31,7 +31,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
     let templates = cli.templates.clone();
     let templates = templates.as_deref();
     match cli.command {
-        Command::Run { scenarios, cloud, format, junit, retries, keep, snapshots, no_snapshots, select, vm } => {
+        Command::Run { scenarios, cloud, format, junit, summary, retries, keep, snapshots, no_snapshots, select, vm } => {
             let req = Request {
                 scenarios,
                 cloud: cloud.map(Into::into),
@@ -44,7 +44,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 boot: vm.boot_options(templates),
             };
             let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
-            run(&req, format, junit.as_deref(), &progress)
+            run(&req, format, junit.as_deref(), summary.as_deref(), &progress)
         }
         Command::List { scenarios, format, select } => list(scenarios, format, select.shard),
         Command::Schema { what: args::SchemaArg::Scenario } => {
@@ -135,12 +135,21 @@ async fn interrupted() {
 
 /// `harness run`: results, JUnit and JSON are written for what finished, also
 /// after Ctrl-C (the rest is torn down and reported as not run).
-fn run(req: &Request, format: Format, junit: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
+fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
     let plans = suite::load_plans(req.scenarios.clone(), &req.overrides)?;
     suite::preflight("harness run", &req.boot, &plans, req.cloud)?;
     let summary = runtime().block_on(suite::run(req, &plans, progress, interrupted()))?;
     if let Some(path) = junit {
         std::fs::write(path, summary.junit()).map_err(|source| Error::Io { path: path.into(), source })?;
+    }
+    if let Some(path) = summary_md {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(summary.markdown().as_bytes()))
+            .map_err(|source| Error::Io { path: path.into(), source })?;
     }
     if harness::report::in_github_actions() {
         for a in summary.annotations() {
