@@ -175,3 +175,17 @@ fn lines_devstack_mangles() {
     let t = with("IP_VERSION=", "IP_VERSION = 4");
     assert!(has(&lint(&t), "key-without-equals", line_of(&t, "IP_VERSION")));
 }
+
+#[test]
+fn a_default_made_from_a_set_variable_points_at_that_variables_line() {
+    // No FIXED_RANGE: DevStack takes IPV4_ADDRS_SAFE_TO_USE, and that line decided it.
+    let text = "[[local|localrc]]\nHOST_IP=203.0.113.10\nIPV4_ADDRS_SAFE_TO_USE=192.168.100.0/22\n";
+    let diags = lint(text);
+    let d = diags.iter().find(|d| d.rule == "fixed-range").expect("fixed-range");
+    assert_eq!(d.line, 3, "{d:?}");
+    assert!(d.message.contains("made from IPV4_ADDRS_SAFE_TO_USE on line 3"), "{}", d.message);
+    // Left to DevStack altogether, it points at the header, and says so.
+    let plain = lint("[[local|localrc]]\nHOST_IP=203.0.113.10\n");
+    let fixed: Vec<_> = plain.iter().filter(|d| d.rule == "fixed-range").collect();
+    assert!(fixed.iter().all(|d| d.line == 1), "{fixed:?}");
+}

@@ -30,7 +30,8 @@ fn workflows_pass_actionlint() {
     // action.yml uses the composite Action at the root (`uses: ./`): actionlint reads
     // its metadata and checks the inputs the workflow passes.
     let action = root.join(".github/workflows/action.yml");
-    let (ok, text) = lint(&bin, &[&ci, &devstack, &action]);
+    let release = root.join(".github/workflows/release.yml");
+    let (ok, text) = lint(&bin, &[&ci, &devstack, &action, &release]);
     assert!(ok, "actionlint:\n{text}");
     // The check can fail: a job without runs-on, and a script with an unquoted expansion.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,12 +7,25 @@ use super::parse::LocalConf;
 use std::collections::HashMap;
 
 /// Where an effective value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// Set on this local.conf line.
     Line(usize),
+    /// DevStack's default, made from a variable the file set (`FIXED_RANGE` from
+    /// `IPV4_ADDRS_SAFE_TO_USE`): that line decided the value.
+    Derived { line: usize, from: String },
     /// DevStack's default.
     Default,
+}
+
+impl Origin {
+    /// The local.conf line that decided the value, if one did.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Origin::Line(l) | Origin::Derived { line: l, .. } => Some(*l),
+            Origin::Default => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +146,8 @@ impl Effective {
         for (name, default) in DEFAULTS {
             if eff.get(name).is_none_or(str::is_empty) {
                 let value = eff.expand(default);
-                eff.vars.insert((*name).to_owned(), Value { value, origin: Origin::Default });
+                let origin = eff.deciding_origin(&references(default));
+                eff.vars.insert((*name).to_owned(), Value { value, origin });
             }
         }
         // lib/neutron_plugins/openvswitch_agent: mappings from PHYSICAL_NETWORK when unset.
@@ -141,11 +155,22 @@ impl Effective {
             if let (Some(pn), Some(br)) = (eff.get("PHYSICAL_NETWORK"), eff.get("OVS_PHYSICAL_BRIDGE")) {
                 if !pn.is_empty() && !br.is_empty() {
                     let value = format!("{pn}:{br}");
-                    eff.vars.insert("OVS_BRIDGE_MAPPINGS".into(), Value { value, origin: Origin::Default });
+                    let origin = eff.deciding_origin(&["PHYSICAL_NETWORK".to_owned(), "OVS_PHYSICAL_BRIDGE".to_owned()]);
+                    eff.vars.insert("OVS_BRIDGE_MAPPINGS".into(), Value { value, origin });
                 }
             }
         }
         eff
+    }
+
+    /// The origin of a default made from `names`: derived from the last line of the
+    /// file that set one of them, else plain DevStack's default.
+    fn deciding_origin(&self, names: &[String]) -> Origin {
+        names
+            .iter()
+            .filter_map(|n| self.vars.get(n).and_then(|v| v.origin.line()).map(|l| (l, n)))
+            .max_by_key(|(l, _)| *l)
+            .map_or(Origin::Default, |(line, from)| Origin::Derived { line, from: from.clone() })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -174,6 +199,21 @@ impl Effective {
     pub fn expand(&self, s: &str) -> String {
         expand_with(s, &|name| self.get(name).map(str::to_owned), 0)
     }
+}
+
+/// The variables a value refers to (`$V`, `${V...}`).
+fn references(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        rest = &rest[pos + 1..];
+        let r = rest.strip_prefix('{').unwrap_or(rest);
+        let name: String = r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
 }
 
 fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {

@@ -215,16 +215,16 @@ impl Linter<'_> {
 
     /// The line to point at for a variable: where it is set, else the localrc header.
     fn line_of(&self, name: &str) -> usize {
-        match self.eff.value(name).map(|v| v.origin) {
-            Some(Origin::Line(l)) => l,
-            _ => self.default_line,
-        }
+        self.eff.value(name).and_then(|v| v.origin.line()).unwrap_or(self.default_line)
     }
 
     /// "X is v" or "X is v (DevStack's default)".
     fn describe(&self, name: &str) -> String {
         match self.eff.value(name) {
             Some(v) if v.origin == Origin::Default => format!("{name} is {:?} (DevStack's default, the file does not set it)", v.value),
+            Some(super::effective::Value { value, origin: Origin::Derived { from, line } }) => {
+                format!("{name} is {value:?} (DevStack's default, made from {from} on line {line})")
+            }
             Some(v) => format!("{name} is {:?}", v.value),
             None => format!("{name} is unset"),
         }
