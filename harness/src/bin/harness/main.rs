@@ -138,6 +138,13 @@ async fn interrupted() {
 fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
     let plans = suite::load_plans(req.scenarios.clone(), &req.overrides)?;
     suite::preflight("harness run", &req.boot, &plans, req.cloud)?;
+    // Where the results go must exist before the run, not be found missing after it.
+    for path in [junit, summary_md].into_iter().flatten() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Input { path: path.into(), message: format!("cannot create its directory: {e}") })?;
+        }
+    }
     let summary = runtime().block_on(suite::run(req, &plans, progress, interrupted()))?;
     if let Some(path) = junit {
         std::fs::write(path, summary.junit()).map_err(|source| Error::Io { path: path.into(), source })?;
