@@ -85,19 +85,22 @@ pub struct Request {
     pub boot: BootOptions,
 }
 
-/// The scenario files named, or all of scenarios/.
-pub fn scenario_paths(mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Error> {
-    if paths.is_empty() {
-        let dir = Path::new("scenarios");
-        paths = std::fs::read_dir(dir)
-            .map_err(|e| Error::Input { path: dir.into(), message: format!("{e} (name scenario files, or run from the repository)") })?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
-    }
+/// The scenario files (`*.toml`) of a directory, sorted.
+pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    paths.sort();
     Ok(paths)
+}
+
+/// The scenario files named, or all of scenarios/.
+pub fn scenario_paths(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Error> {
+    if !paths.is_empty() {
+        return Ok(paths);
+    }
+    let dir = Path::new("scenarios");
+    toml_files(dir)
+        .map_err(|e| Error::Input { path: dir.into(), message: format!("{e} (name scenario files, or run from the repository)") })
 }
 
 /// Every scenario named (or all of scenarios/), validated before anything boots,
@@ -234,12 +237,7 @@ mod tests {
         for bad in ["0/2", "3/2", "1/0", "x/2", "12"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"));
-        let paths = scenario_paths(vec![]).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(dir).expect("scenarios").flatten().map(|e| e.path()).collect();
-            v.sort();
-            v
-        });
+        let paths = toml_files(Path::new("../scenarios")).expect("scenarios");
         let plans = load_plans(paths, &VmOverrides { memory_mib: Some(3000), ..Default::default() }).expect("shipped scenarios load");
         assert!(plans.iter().all(|p| p.vm.memory_mib == 3000), "overrides applied");
         let all = select(&plans, None, None);

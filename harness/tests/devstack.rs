@@ -14,14 +14,7 @@ mod common;
 use common::Netns;
 
 fn scenario_files() -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir("../scenarios")
-        .expect("scenarios/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    v.sort();
-    v
+    harness::suite::toml_files(Path::new("../scenarios")).expect("scenarios/")
 }
 
 fn mirrored() -> Plan {

@@ -9,14 +9,7 @@ use std::path::{Path, PathBuf};
 const SCHEMA: &str = "../schema/scenario.schema.json";
 
 fn shipped() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir("../scenarios")
-        .expect("scenarios")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    v.sort();
-    v
+    harness::suite::toml_files(Path::new("../scenarios")).expect("scenarios")
 }
 
 fn validator() -> jsonschema::Validator {

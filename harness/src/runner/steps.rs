@@ -280,13 +280,7 @@ mod tests {
     const REACHABLE: &str = r#"{"outcome": "reachable", "detail": "seen_as 203.0.113.10"}"#;
 
     fn shipped() -> Vec<Plan> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir("../scenarios")
-            .expect("scenarios")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
+        let paths = crate::suite::toml_files(std::path::Path::new("../scenarios")).expect("scenarios");
         paths.iter().map(|p| crate::scenario::load(p).expect("shipped scenario")).collect()
     }
 
