@@ -59,6 +59,20 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// the guest load kvm_amd; `host` makes QEMU assert on a nested /dev/kvm.
 pub const CPU_MODEL: &str = "qemu64";
 
+/// `qemu-system-x86_64 --version`'s first line (asked once): a saved VM state is
+/// only restored by the QEMU that saved it.
+pub fn qemu_version() -> String {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        std::process::Command::new(QEMU)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
 /// Boot `kernel` with no root file system under `accel`: a working accelerator gets
 /// it to its "VFS: Unable to mount root fs" panic, and QEMU exits (-no-reboot).
 /// On a nested cloud VM whose KVM is broken, QEMU asserts or the guest hangs.

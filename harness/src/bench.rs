@@ -54,7 +54,7 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, runs: usize) -> Result<BenchR
         let _guard = TeardownGuard { id: run.id.clone(), armed: true };
         progress.phase(&format!("boot {}/{} (run {})", i + 1, runs, run.id));
         let booted = tokio::select! {
-            r = boot::boot(plan, opts, &mut run, &progress) => r?,
+            r = boot::boot(plan, opts, &boot::Warm::Off, &mut run, &progress) => r?,
             _ = tokio::signal::ctrl_c() => return Err(BootError::Interrupted),
         };
         accel = booted.accel.accel.as_str().into();

@@ -86,7 +86,29 @@ impl Timings {
     }
 }
 
+/// Whether a boot may start from, or be saved as, a prepared state.
+#[derive(Debug, Clone)]
+pub enum Warm {
+    Off,
+    /// With what decided the state besides the image, the accelerator and QEMU.
+    On {
+        inputs: serde_json::Value,
+    },
+}
+
+/// How the VM came to be.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Booted, and not to be saved.
+    Cold,
+    /// Booted so that its state can be saved (QMP, migratable devices) under `key`.
+    Saveable { key: String, inputs: serde_json::Value, qmp_socket: PathBuf, seed: PathBuf, client_private_key: String },
+    /// Restored from a prepared state.
+    Restored(Box<crate::prepared::Entry>),
+}
+
 pub struct Booted {
+    pub start: Start,
     pub ssh: Ssh,
     pub accel: AccelDecision,
     pub backend: &'static str,
@@ -114,7 +136,7 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Boot the scenario's VM for `run` and wait until SSH works and cloud-init is done.
-pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Progress) -> Result<Booted, BootError> {
+pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, progress: &Progress) -> Result<Booted, BootError> {
     let start = Instant::now();
     let mut timings = Timings::default();
     let timings_path = run.path("timings.json");
@@ -123,13 +145,6 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
         let _ = std::fs::write(&timings_path, serde_json::to_vec_pretty(&timings.phases).expect("serializable"));
     };
 
-    // Render with this run's keys.
-    let keys = RunKeys::generate()?;
-    let rendered = Renderer::new(opts.templates.as_deref())?.render(plan, &format!("dh-{}", run.id), &keys)?;
-    rendered.write(&run.path("rendered"))?;
-    let key_path = run.path("id_ed25519");
-    write_private(&key_path, &keys.client_private).map_err(|source| run::RunError::Io { path: key_path.clone(), source })?;
-    run.record.host_public_key = keys.host_public.clone();
     run.record.scenario = plan.name.clone();
 
     // The image (built once, then taken from the cache).
@@ -151,11 +166,69 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     let accel = accel::decide(opts.accel, image.kernel.as_deref()).await?;
     progress.phase(&accel.reason);
     run.record.accel = Some(accel.accel.as_str().into());
-    let backend = Backend::choose(opts.backend, &opts.connect).await?;
+    // A warm run needs the QEMU backend (libvirt's save and restore are not wired
+    // in) and an image that says how to boot a VM to be saved.
+    let warm_boot = match (warm, &image.boot.warm, opts.backend) {
+        (Warm::On { inputs }, Some(w), BackendChoice::Auto | BackendChoice::Qemu) => Some((inputs, w.clone())),
+        (Warm::On { .. }, None, _) => {
+            progress.detail(&format!("image {} has no [boot.warm]: a cold run", image.name));
+            None
+        }
+        (Warm::On { .. }, _, BackendChoice::Libvirt) => {
+            progress.phase("warm runs need the QEMU backend: a cold run with libvirt");
+            None
+        }
+        (Warm::Off, ..) => None,
+    };
+    let backend = match warm_boot {
+        Some(_) => Backend::Qemu(crate::vm::qemu::QemuBackend),
+        None => Backend::choose(opts.backend, &opts.connect).await?,
+    };
+    let warm_key = match &warm_boot {
+        Some((inputs, w)) => {
+            let all = serde_json::json!({
+                "inputs": inputs, "image": format!("{}-{}", image.name, image.hash), "accel": accel.accel.as_str(),
+                "qemu": crate::accel::qemu_version(), "machine": "q35", "cpu": crate::accel::CPU_MODEL, "boot": w,
+            });
+            Some((crate::prepared::key(&all), all))
+        }
+        None => None,
+    };
+    let entry = match &warm_key {
+        Some((key, _)) => match crate::prepared::lookup(key) {
+            Ok(e) => e,
+            Err(why) => {
+                progress.phase(&why);
+                None
+            }
+        },
+        None => None,
+    };
+
+    // Keys: this run's own, or those of the saved guest, whose host key is pinned.
+    let keys = match &entry {
+        Some(e) => RunKeys::from_saved(&e.meta.client_private_key, &e.meta.host_public_key)?,
+        None => RunKeys::generate()?,
+    };
+    let rendered = Renderer::new(opts.templates.as_deref())?.render(plan, &format!("dh-{}", run.id), &keys)?;
+    rendered.write(&run.path("rendered"))?;
+    let key_path = run.path("id_ed25519");
+    write_private(&key_path, &keys.client_private).map_err(|source| run::RunError::Io { path: key_path.clone(), source })?;
+    run.record.host_public_key = keys.host_public.clone();
 
     let overlay = run.path("disk.qcow2");
-    image::overlay(&image, &overlay, plan.vm.disk_gib)?;
-    let seed = IsoSeed.build(&rendered, &run.dir)?;
+    let seed = match &entry {
+        Some(e) => {
+            image::overlay_on(&e.disk(), &overlay)?;
+            let seed = run.path("seed.iso");
+            std::fs::copy(e.seed(), &seed).map_err(|source| run::RunError::Io { path: seed.clone(), source })?;
+            seed
+        }
+        None => {
+            image::overlay(&image, &overlay, plan.vm.disk_gib)?;
+            IsoSeed.build(&rendered, &run.dir)?
+        }
+    };
     mark("prepared", &mut timings);
 
     // The cloud edge: a namespace holding the guest's gateway on its data-plane tap.
@@ -167,19 +240,25 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     let nics = Nics::default();
     let port = free_port().map_err(|source| run::RunError::Io { path: "127.0.0.1:0".into(), source })?;
     run.record.ssh_port = Some(port);
+    // A VM to be saved (or restored) boots the way its image says for warm runs.
+    let (bus, initrd, cmdline) = match &warm_boot {
+        Some((_, w)) => (w.disk_bus, w.initrd.then(|| image.dir.join("initrd.img")), w.cmdline.clone()),
+        None => (image.boot.disk_bus, image.initrd.clone(), image.boot.cmdline.clone()),
+    };
     let boot = match image.boot.method {
         BootMethod::Direct => BootSource::Direct {
             kernel: image.kernel.clone().ok_or_else(|| image::ImageError::BadRecipe {
                 path: image.dir.display().to_string(),
                 message: "direct boot without a kernel".into(),
             })?,
-            initrd: image.initrd.clone(),
+            initrd,
             // The hostname on the kernel command line: free, where cloud-init's
             // set_hostname costs seconds under TCG.
-            cmdline: format!("{} systemd.hostname={}", image.boot.cmdline, plan.world.hostname),
+            cmdline: format!("{cmdline} systemd.hostname={}", plan.world.hostname),
         },
         BootMethod::Firmware => BootSource::Firmware,
     };
+    let qmp_socket = warm_key.as_ref().map(|_| run.path("qmp.sock"));
     let cfg = VmConfig {
         name: run::vm_name(&run.id),
         memory_mib: plan.vm.memory_mib,
@@ -187,8 +266,8 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
         accel: accel.accel,
         boot,
         disks: vec![
-            Disk { id: "root".into(), path: overlay, format: "qcow2".into(), bus: image.boot.disk_bus, readonly: false },
-            Disk { id: "seed".into(), path: seed, format: "raw".into(), bus: image.boot.disk_bus, readonly: true },
+            Disk { id: "root".into(), path: overlay, format: "qcow2".into(), bus, readonly: false },
+            Disk { id: "seed".into(), path: seed.clone(), format: "raw".into(), bus, readonly: true },
         ],
         data_tap: tap.clone(),
         data_mac: nics.data_mac.clone(),
@@ -197,6 +276,8 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
         mgmt_guest_ip: nics.mgmt_address.split('/').next().unwrap_or("10.0.2.15").into(),
         console_log: run.path("console.log"),
         run_dir: run.dir.clone(),
+        qmp_socket: qmp_socket.clone(),
+        incoming: entry.as_ref().map(|e| e.state()),
     };
     // Recorded before the start, so that a kill in between still leaves a trace for gc.
     let vm_start = Instant::now();
@@ -251,16 +332,41 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, run: &mut Run, progress: &Pro
     mark("ssh_ready", &mut timings);
     progress.phase(&format!("SSH ready ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
 
-    let ci_timeout = Duration::from_secs(60 * u64::from(factor));
-    let status =
-        ssh::wait_cloud_init(&ssh, ci_timeout).await.map_err(|e| guest_err("cloud-init", "cloud-init to finish", e.to_string()))?;
-    if !status.done {
-        return Err(guest_err("cloud-init", "status: done", status.detail));
-    }
-    mark("cloud_init_done", &mut timings);
-    progress.phase(&format!("cloud-init done ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
+    let start = match (entry, warm_key) {
+        (Some(e), _) => {
+            // The guest's clock stopped when it was saved.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let set = ssh.exec(&format!("date -s @{now} >/dev/null"), Duration::from_secs(30)).await;
+            if !set.as_ref().is_ok_and(|o| o.status == 0) {
+                return Err(guest_err("restore", "the guest's clock to be set", format!("{set:?}")));
+            }
+            mark("restored", &mut timings);
+            progress.phase(&format!(
+                "restored prepared state {} ({:.1} s after the VM started)",
+                e.meta.key,
+                vm_start.elapsed().as_secs_f64()
+            ));
+            Start::Restored(Box::new(e))
+        }
+        (None, warm_key) => {
+            let ci_timeout = Duration::from_secs(60 * u64::from(factor));
+            let status =
+                ssh::wait_cloud_init(&ssh, ci_timeout).await.map_err(|e| guest_err("cloud-init", "cloud-init to finish", e.to_string()))?;
+            if !status.done {
+                return Err(guest_err("cloud-init", "status: done", status.detail));
+            }
+            mark("cloud_init_done", &mut timings);
+            progress.phase(&format!("cloud-init done ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
+            match (warm_key, qmp_socket) {
+                (Some((key, inputs)), Some(qmp_socket)) => {
+                    Start::Saveable { key, inputs, qmp_socket, seed, client_private_key: keys.client_private.clone() }
+                }
+                _ => Start::Cold,
+            }
+        }
+    };
     run.set_status("up");
-    Ok(Booted { ssh, accel, backend: backend.name(), image, rendered, timings })
+    Ok(Booted { start, ssh, accel, backend: backend.name(), image, rendered, timings })
 }
 
 /// Removes a run's resources when dropped (panics included), unless disarmed.

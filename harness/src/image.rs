@@ -102,6 +102,20 @@ pub struct BootSpec {
     pub initrd: bool,
     #[serde(default)]
     pub cmdline: String,
+    /// How to boot a VM whose state is to be saved (warm runs): QEMU migrates only
+    /// some devices (NVMe it cannot), so such a VM may need another disk bus, and
+    /// with it the initrd. No `[boot.warm]`: every run of this image is cold.
+    #[serde(default)]
+    pub warm: Option<WarmBoot>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmBoot {
+    pub disk_bus: DiskBus,
+    #[serde(default)]
+    pub initrd: bool,
+    pub cmdline: String,
 }
 
 /// A recipe with its name, where it came from, and its content hash.
@@ -532,6 +546,16 @@ pub fn overlay(image: &Image, dest: &Path, min_gib: u32) -> Result<(), ImageErro
             .arg(&image.disk)
             .arg(dest)
             .arg(format!("{}G", image.disk_gib.max(min_gib))),
+    )?;
+    Ok(())
+}
+
+/// A run's overlay on a saved disk (a prepared state's), which stays as it is.
+pub fn overlay_on(backing: &Path, dest: &Path) -> Result<(), ImageError> {
+    run_tool(
+        "qemu-img create (overlay on a saved disk)",
+        "apt-get install qemu-utils",
+        Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(backing).arg(dest),
     )?;
     Ok(())
 }

@@ -36,6 +36,18 @@ impl RunKeys {
         Self::from_keypairs(Ed25519Keypair::random(&mut rng), Ed25519Keypair::random(&mut rng))
     }
 
+    /// The keys of a saved guest (warm runs): its client key, and the host key it
+    /// was seeded with, to pin. Its host private key stays in the guest.
+    pub fn from_saved(client_private: &str, host_public: &str) -> Result<RunKeys, KeyError> {
+        let client = PrivateKey::from_openssh(client_private)?;
+        Ok(RunKeys {
+            client_private: client_private.to_owned(),
+            client_public: client.public_key().to_openssh()?,
+            host_private: String::new(),
+            host_public: host_public.to_owned(),
+        })
+    }
+
     /// Deterministic keys from a seed, for snapshots of rendered files.
     pub fn from_seed(seed: u8) -> Result<RunKeys, KeyError> {
         Self::from_keypairs(Ed25519Keypair::from_seed(&[seed; 32]), Ed25519Keypair::from_seed(&[seed.wrapping_add(1); 32]))

@@ -18,6 +18,7 @@ pub mod image;
 pub mod keys;
 pub mod localconf;
 pub mod netplane;
+pub mod prepared;
 pub mod prereq;
 pub mod progress;
 pub mod render;

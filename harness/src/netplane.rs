@@ -23,6 +23,8 @@ pub enum NetplaneError {
     NotReady { what: String, source: wait::WaitError, log: String },
 }
 
+pub const EDGE_GATEWAY_MAC: &str = "52:54:00:ed:9e:01";
+
 fn edge_veth(id: &str) -> String {
     format!("dh{id}e0")
 }
@@ -58,6 +60,9 @@ pub async fn attach_tap(plan: &Plan, run: &Run) -> Result<(), NetplaneError> {
     let edge = HostNetns::new(&edge_ns);
     let gw = format!("{}/{}", plan.world.guest_gateway, plan.world.guest_address.prefix_len());
     step(&edge, "edge lo up", &["ip", "link", "set", "lo", "up"]).await?;
+    // A fixed MAC for the guest's gateway: a VM restored from a saved state still
+    // has it in its neighbour table (each run's tap is in its own namespace).
+    step(&edge, "edge gateway MAC", &["ip", "link", "set", &tap, "address", EDGE_GATEWAY_MAC]).await?;
     step(&edge, "edge gateway address", &["ip", "addr", "add", &gw, "dev", &tap]).await?;
     step(&edge, "edge tap up", &["ip", "link", "set", &tap, "up"]).await
 }

@@ -100,6 +100,8 @@ impl Rendered {
 
 pub struct Renderer {
     tera: tera::Tera,
+    /// SHA-256 of every template as loaded (embedded or overridden).
+    digest: String,
 }
 
 fn tera_error(name: &str, e: tera::Error) -> RenderError {
@@ -119,14 +121,22 @@ impl Renderer {
     pub fn new(override_dir: Option<&Path>) -> Result<Renderer, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
+        let mut digest = <sha2::Sha256 as sha2::Digest>::new();
         for name in ALL {
             let text = match override_dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => std::fs::read_to_string(&path).map_err(|source| RenderError::ReadTemplate { path, source })?,
                 None => EMBEDDED.get_file(name).and_then(|f| f.contents_utf8()).expect("every template is embedded").to_owned(),
             };
+            sha2::Digest::update(&mut digest, name.as_bytes());
+            sha2::Digest::update(&mut digest, text.as_bytes());
             tera.add_raw_template(name, &text).map_err(|e| tera_error(name, e))?;
         }
-        Ok(Renderer { tera })
+        Ok(Renderer { tera, digest: hex::encode(sha2::Digest::finalize(digest)) })
+    }
+
+    /// What the templates are: a change to any of them changes this.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// A template of a later stage, with the plan and that stage's values (`v`).

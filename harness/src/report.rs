@@ -360,6 +360,7 @@ mod tests {
             run_dir: "/runs/r".into(),
             attempts: 1,
             flaky: false,
+            start: Default::default(),
             snapshot: None,
             state: String::new(),
         };

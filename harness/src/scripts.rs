@@ -17,3 +17,16 @@ pub const GUEST_PROBE: &str = "/usr/local/sbin/harness-probe";
 pub fn host_recipe(i: usize) -> String {
     format!("/usr/local/sbin/harness-host-recipe-{i}")
 }
+
+/// What the embedded scripts are: a change to any of them changes this.
+pub fn digest() -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut files: Vec<_> = SCRIPTS.files().collect();
+    files.sort_by_key(|f| f.path());
+    for f in files {
+        h.update(f.path().to_string_lossy().as_bytes());
+        h.update(f.contents());
+    }
+    hex::encode(h.finalize())
+}

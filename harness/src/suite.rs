@@ -82,6 +82,8 @@ pub struct Request {
     pub snapshots: Option<PathBuf>,
     /// Under CI a scenario without a snapshot fails.
     pub ci: bool,
+    /// Restore VM groups from prepared states, and save them (`--no-cache`: off).
+    pub warm: bool,
     pub boot: BootOptions,
 }
 
@@ -184,7 +186,7 @@ pub async fn run(req: &Request, plans: &[Plan], progress: &Progress, cancel: imp
         loop {
             attempt += 1;
             let r = tokio::select! {
-                r = runner::run_group(&group, kind, &req.boot, progress, req.keep) => Some(r),
+                r = runner::run_group(&group, kind, &req.boot, progress, req.keep, req.warm) => Some(r),
                 _ = &mut cancel => None,
             };
             match r {

@@ -210,3 +210,53 @@ fn ctrl_c_keeps_what_finished_and_tears_down_the_rest() {
     let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).expect("record")).expect("json");
     assert_eq!(rec["status"], "down", "{rec:#}");
 }
+
+/// `harness run` of instance-egress with its prepared states in `states`; the JSON.
+fn warm_run(states: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--backend", "qemu", "--format", "json"])
+        .args(extra)
+        .arg("scenarios/instance-egress.toml")
+        .current_dir(root())
+        .env("HARNESS_STATES_DIR", states)
+        .output()
+        .expect("harness run");
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r = &v["scenarios"][0];
+    assert_eq!(r["passed"], true, "{v:#}");
+    assert_eq!(r["snapshot"]["outcome"], "matched", "the same snapshot, cold or warm: {v:#}");
+    v
+}
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn warm_runs_save_restore_and_rebuild_what_changed_or_broke() {
+    require_vm();
+    let states = tempfile::tempdir().expect("states");
+    // Cold: booted, built, saved.
+    let first = warm_run(states.path(), &[]);
+    let start = &first["scenarios"][0]["start"];
+    assert_eq!(start["kind"], "saved", "{first:#}");
+    let key = start["key"].as_str().expect("key").to_owned();
+    // Warm: restored from it, same result.
+    let second = warm_run(states.path(), &[]);
+    assert_eq!(second["scenarios"][0]["start"], serde_json::json!({ "kind": "restored", "key": key }), "{second:#}");
+    // One byte of a template changes the key: cold again.
+    let templates = tempfile::tempdir().expect("templates");
+    let replica = std::fs::read_to_string(root().join("harness/templates/replica.sh")).expect("replica.sh");
+    std::fs::write(templates.path().join("replica.sh"), format!("{replica}#\n")).expect("write");
+    let changed = warm_run(states.path(), &["--templates", templates.path().to_str().expect("utf8")]);
+    let changed_start = &changed["scenarios"][0]["start"];
+    assert_eq!(changed_start["kind"], "saved", "{changed:#}");
+    assert_ne!(changed_start["key"].as_str(), Some(key.as_str()));
+    // A truncated state is found, removed and rebuilt; the run passes.
+    let state = states.path().join(&key).join("state.bin");
+    let len = std::fs::metadata(&state).expect("state").len();
+    std::fs::OpenOptions::new().write(true).open(&state).expect("open").set_len(len / 2).expect("truncate");
+    let rebuilt = warm_run(states.path(), &[]);
+    assert_eq!(rebuilt["scenarios"][0]["start"], serde_json::json!({ "kind": "saved", "key": key }), "{rebuilt:#}");
+    // `--no-cache` neither restores nor saves.
+    let cold = warm_run(states.path(), &["--no-cache"]);
+    assert_eq!(cold["scenarios"][0]["start"]["kind"], "cold", "{cold:#}");
+}

@@ -52,7 +52,7 @@ impl CloudError {
 
 /// What a built cloud is, for the checks and the snapshots: the instance's
 /// addresses, how to probe from inside it, and the names that change run to run.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Deployed {
     pub floating_ip: Ipv4Addr,
     pub fixed_ip: Ipv4Addr,

@@ -44,7 +44,11 @@ impl Cloud for Replica {
             network_gateway: v.network_gateway,
             router_gw_ip: v.router_gw_ip,
             instance_probe: vec!["ip".into(), "netns".into(), "exec".into(), v.instance_ns.clone(), GUEST_PROBE.into()],
-            volatile_names: volatile_names(&v.router_id, &v.gw_port_id, &v.int_port_id, &v.vm_port_id),
+            // The names carry the run id the guest was built in (a restored guest keeps it).
+            volatile_names: volatile_names(&v.router_id, &v.gw_port_id, &v.int_port_id, &v.vm_port_id)
+                .into_iter()
+                .chain([(site.run_id.to_owned(), "<run>".to_owned())])
+                .collect(),
         })
     }
 

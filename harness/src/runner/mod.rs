@@ -62,7 +62,7 @@ pub enum Keep {
 /// Scenarios that can share one VM: the same image, VM, world, local.conf and cloud,
 /// and host recipes that differ only in their rules (ip_forward, FORWARD,
 /// MASQUERADE), which are reverted and re-applied between them.
-fn share_key(plan: &Plan, kind: CloudKind) -> String {
+pub fn share_key(plan: &Plan, kind: CloudKind) -> String {
     serde_json::json!({
         "vm": plan.vm, "world": plan.world, "devstack": plan.devstack,
         "local_conf": plan.user_local_conf.as_ref().map(|(_, t)| t),
@@ -99,12 +99,13 @@ pub async fn run_group(
     opts: &BootOptions,
     progress: &Progress,
     keep: Keep,
+    warm: bool,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
     let renderer = Renderer::new(opts.templates.as_deref())?;
     let mut run = Run::create(&plans[0].name)?;
     let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
     let mut guest = None;
-    let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, &mut run, &mut guest).await;
+    let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, warm, &mut run, &mut guest).await;
     if let Some(ssh) = &guest {
         match collect_diagnostics(ssh, &run).await {
             Ok(()) => progress.detail(&format!("the guest's state is in {}", run.path("state").display())),
@@ -121,12 +122,38 @@ pub async fn run_group(
     result
 }
 
+/// Everything that decides a VM group's prepared state besides the image, the
+/// accelerator and QEMU (which `boot` adds): the harness, the group's shared
+/// settings, the first scenario's host recipe, the local.conf, templates, scripts.
+fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RunnerError> {
+    Ok(serde_json::json!({
+        "harness": env!("CARGO_PKG_VERSION"),
+        "group": share_key(first, kind),
+        "host_recipe": renderer.host_recipe(first)?,
+        "local_conf": renderer.local_conf(first)?,
+        "templates": renderer.digest(),
+        "scripts": crate::scripts::digest(),
+    }))
+}
+
+/// How a VM group's VM came to be, in each of its results.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct StartInfo {
+    /// `cold` (booted and built), `saved` (booted, built, then saved as `key`) or
+    /// `restored` (from the prepared state `key`).
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_group_in(
     plans: &[&Plan],
     cloud_kind: CloudKind,
     opts: &BootOptions,
     renderer: &Renderer,
     progress: &Progress,
+    warm: bool,
     run: &mut Run,
     guest_out: &mut Option<crate::ssh::Ssh>,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
@@ -135,8 +162,9 @@ async fn run_group_in(
     progress.phase(&format!("{}: run {} ({})", names.join(", "), run.id, run.dir.display()));
     let cloud = cloud::for_kind(cloud_kind);
 
+    let warm = if warm { boot::Warm::On { inputs: warm_inputs(first, cloud_kind, renderer)? } } else { boot::Warm::Off };
     let t = Instant::now();
-    let booted = boot::boot(first, opts, run, progress).await?;
+    let booted = boot::boot(first, opts, &warm, run, progress).await?;
     let boot_s = t.elapsed().as_secs_f64();
     *guest_out = Some(booted.ssh.clone());
     let guest = &booted.ssh;
@@ -166,5 +194,52 @@ async fn run_group_in(
         boot_s,
         netplane_s,
     };
-    run_scenarios(plans, &vm).await
+    let (prepared, start) = match &booted.start {
+        boot::Start::Cold => (None, StartInfo { kind: "cold", key: None }),
+        boot::Start::Restored(e) => (
+            Some(steps::Prepared { deployed: e.meta.deployed.clone(), host_recipe_s: 0.0, cloud_s: 0.0 }),
+            StartInfo { kind: "restored", key: Some(e.meta.key.clone()) },
+        ),
+        boot::Start::Saveable { key, inputs, qmp_socket, seed, client_private_key } => {
+            let p = steps::prepare(first, &vm).await?;
+            let t = Instant::now();
+            let saved = crate::prepared::save(crate::prepared::SaveInput {
+                key,
+                qmp_socket,
+                overlay: &run.path("disk.qcow2"),
+                seed,
+                guest_id: &run.id,
+                client_private_key: client_private_key.clone(),
+                host_public_key: run.record.host_public_key.clone(),
+                deployed: p.deployed.clone(),
+                scenario: &first.name,
+                inputs: inputs.clone(),
+            })
+            .await;
+            match saved {
+                Ok(e) => {
+                    // The cache stays within its size: least recently used states go first.
+                    for k in crate::prepared::prune(crate::prepared::max_bytes()) {
+                        progress.detail(&format!("removed prepared state {k} (cache size limit)"));
+                    }
+                    progress.phase(&format!(
+                        "saved prepared state {key} ({:.0} MB) in {:.1} s: the next run of this group restores it",
+                        e.bytes() as f64 / 1e6,
+                        t.elapsed().as_secs_f64()
+                    ));
+                    (Some(p), StartInfo { kind: "saved", key: Some(key.clone()) })
+                }
+                // The run goes on cold; the next one tries again.
+                Err(err) => {
+                    progress.phase(&format!("could not save the prepared state: {err}"));
+                    (Some(p), StartInfo { kind: "cold", key: None })
+                }
+            }
+        }
+    };
+    let mut results = run_scenarios(plans, &vm, prepared).await?;
+    for r in &mut results {
+        r.start = start.clone();
+    }
+    Ok(results)
 }

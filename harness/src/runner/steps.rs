@@ -45,6 +45,8 @@ pub struct ScenarioResult {
     pub attempts: u32,
     /// Passed or failed its checks only after an infrastructure failure.
     pub flaky: bool,
+    /// Booted cold, saved as a prepared state, or restored from one.
+    pub start: super::StartInfo,
     /// The comparison with the stored snapshot, when `harness run` made one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<crate::snapshot::SnapshotOutcome>,
@@ -188,9 +190,42 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
     Ok(done)
 }
 
+/// The state a VM group starts its scenarios from: the first scenario's host
+/// recipe applied and verified, the cloud built. What a prepared state saves.
+pub struct Prepared {
+    pub deployed: Deployed,
+    pub host_recipe_s: f64,
+    pub cloud_s: f64,
+}
+
+/// Apply the first scenario's host recipe and build the cloud.
+pub async fn prepare(plan: &Plan, vm: &Vm<'_>) -> Result<Prepared, RunnerError> {
+    let t = Instant::now();
+    let recipe = vm.renderer.host_recipe(plan)?;
+    vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(0), 0o755).await?;
+    host_recipe(vm, 0, plan).await?;
+    let host_recipe_s = t.elapsed().as_secs_f64();
+    vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+    vm.progress.detail(&format!(
+        "{}: the recipe's output is in {}",
+        plan.name,
+        vm.log(&format!("host-recipe-{}.log", plan.name)).display()
+    ));
+    let t = Instant::now();
+    let deployed = vm.cloud.build(&vm.site(plan)).await?;
+    vm.progress.phase(&format!(
+        "{}: {} cloud built (floating IP {}, instance {})",
+        plan.name,
+        vm.cloud.kind().as_str(),
+        deployed.floating_ip,
+        deployed.fixed_ip
+    ));
+    Ok(Prepared { deployed, host_recipe_s, cloud_s: t.elapsed().as_secs_f64() })
+}
+
 /// Run the scenarios of a group in its VM, each from exactly the state it
-/// declares; the cloud is built once, for the first.
-pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>) -> Result<Vec<ScenarioResult>, RunnerError> {
+/// declares; the cloud is built once, for the first (or was: `prepared`).
+pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Prepared>) -> Result<Vec<ScenarioResult>, RunnerError> {
     let internet_probe = vm.internet_probe.display().to_string();
     let probes = Probes { guest: vm.guest, internet: vm.internet, internet_probe: &internet_probe };
     checks::install_probe(&probes).await?;
@@ -203,36 +238,30 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>) -> Result<Vec<ScenarioR
         if i == 0 {
             timings.insert("boot".to_owned(), vm.boot_s);
         }
+        let (recipe_s, cloud_s) = match &deployed {
+            None => {
+                let p = match prepared.take() {
+                    Some(p) => p,
+                    None => prepare(plan, vm).await?,
+                };
+                deployed = Some(p.deployed);
+                (p.host_recipe_s + vm.netplane_s, p.cloud_s)
+            }
+            Some(d) => {
+                let t = Instant::now();
+                let recipe = vm.renderer.host_recipe(plan)?;
+                vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(i), 0o755).await?;
+                reset(vm, i, plans[i - 1], plan, d).await?;
+                host_recipe(vm, i, plan).await?;
+                vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+                (t.elapsed().as_secs_f64(), 0.0)
+            }
+        };
+        timings.insert("host_recipe".to_owned(), recipe_s);
+        let d = deployed.as_ref().expect("prepared above");
         let t = Instant::now();
-        let recipe = vm.renderer.host_recipe(plan)?;
-        vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(i), 0o755).await?;
-        if let Some(d) = &deployed {
-            reset(vm, i, plans[i - 1], plan, d).await?;
-        }
-        host_recipe(vm, i, plan).await?;
-        timings.insert("host_recipe".to_owned(), t.elapsed().as_secs_f64() + if i == 0 { vm.netplane_s } else { 0.0 });
-        vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
-        vm.progress.detail(&format!(
-            "{}: the recipe's output is in {}",
-            plan.name,
-            vm.log(&format!("host-recipe-{}.log", plan.name)).display()
-        ));
-
-        let t = Instant::now();
-        if deployed.is_none() {
-            let d = vm.cloud.build(&vm.site(plan)).await?;
-            vm.progress.phase(&format!(
-                "{}: {} cloud built (floating IP {}, instance {})",
-                plan.name,
-                vm.cloud.kind().as_str(),
-                d.floating_ip,
-                d.fixed_ip
-            ));
-            deployed = Some(d);
-        }
-        let d = deployed.as_ref().expect("built above");
         add_forwards(vm, plan, d).await?;
-        timings.insert("cloud".to_owned(), t.elapsed().as_secs_f64());
+        timings.insert("cloud".to_owned(), cloud_s + t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let checks_done = run_checks(vm, plan, d, &probes).await?;
@@ -257,6 +286,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>) -> Result<Vec<ScenarioR
             run_dir: vm.run_dir.to_owned(),
             attempts: 1,
             flaky: false,
+            start: Default::default(),
             snapshot: None,
             state,
         };
@@ -325,7 +355,7 @@ mod tests {
                 boot_s: 1.0,
                 netplane_s: 0.5,
             };
-            run_scenarios(plans, &vm).await
+            run_scenarios(plans, &vm, None).await
         }
     }
 

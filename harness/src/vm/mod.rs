@@ -6,6 +6,7 @@
 
 pub mod libvirt;
 pub mod qemu;
+pub mod qmp;
 
 use crate::accel::Accel;
 use crate::image::DiskBus;
@@ -62,6 +63,10 @@ pub struct VmConfig {
     /// The serial console, written from the first byte.
     pub console_log: PathBuf,
     pub run_dir: PathBuf,
+    /// A QMP socket (QEMU backend), for saving the VM's state.
+    pub qmp_socket: Option<PathBuf>,
+    /// Start from this saved state (a migration stream) instead of booting.
+    pub incoming: Option<PathBuf>,
 }
 
 /// What is needed to find and stop a VM later, from another process too.

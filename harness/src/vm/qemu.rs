@@ -53,6 +53,19 @@ fn data_nic_args(cfg: &VmConfig) -> Vec<String> {
     ]
 }
 
+/// A QMP socket to save the state through, and the state to start from.
+fn state_args(cfg: &VmConfig) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(q) = &cfg.qmp_socket {
+        v.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", q.display())]);
+    }
+    if let Some(state) = &cfg.incoming {
+        // QEMU hands `exec:` to /bin/sh: the path is quoted for it.
+        v.extend(["-incoming".into(), format!("exec:cat {}", crate::exec::quote(&[state.display().to_string()]))]);
+    }
+    v
+}
+
 fn daemon_args(pidfile: &Path) -> Vec<String> {
     vec!["-daemonize".into(), "-pidfile".into(), pidfile.display().to_string()]
 }
@@ -68,6 +81,7 @@ pub fn args(cfg: &VmConfig, pidfile: &Path) -> Vec<String> {
     }
     a.extend(data_nic_args(cfg));
     a.extend(mgmt_nic_args(cfg, None));
+    a.extend(state_args(cfg));
     a.extend(daemon_args(pidfile));
     a
 }

@@ -88,6 +88,10 @@ pub enum Command {
         /// Do not compare with snapshots.
         #[arg(long)]
         no_snapshots: bool,
+        /// Boot and build every VM group cold: neither restore nor save prepared
+        /// states (`harness cache` lists them).
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         select: Select,
         #[command(flatten)]
@@ -148,6 +152,11 @@ pub enum Command {
     Doctor {
         #[arg(long, default_value = "qemu:///system")]
         connect: String,
+    },
+    /// List, remove or prune the prepared states of warm runs.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Build, list or remove cached images.
     Image {
@@ -219,6 +228,22 @@ impl VmArgs {
             templates: templates.map(Into::into),
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Each prepared state: key, scenario, size, age, last use, what went into it.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove the prepared state whose key starts with KEY.
+    Rm { key: String },
+    /// Remove the least recently used prepared states until at most MIB remain.
+    Prune {
+        #[arg(long, value_name = "MIB", default_value_t = 4096)]
+        max_mib: u64,
+    },
 }
 
 #[derive(Subcommand)]

@@ -5,7 +5,7 @@
 
 mod args;
 
-use args::{BenchCommand, Cli, Command, Format, ImageCommand, LocalconfCommand};
+use args::{BenchCommand, CacheCommand, Cli, Command, Format, ImageCommand, LocalconfCommand};
 use clap::{CommandFactory, Parser};
 use harness::boot::{self, TeardownGuard};
 use harness::progress::Progress;
@@ -31,7 +31,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
     let templates = cli.templates.clone();
     let templates = templates.as_deref();
     match cli.command {
-        Command::Run { scenarios, cloud, format, junit, summary, retries, keep, snapshots, no_snapshots, select, vm } => {
+        Command::Run { scenarios, cloud, format, junit, summary, retries, keep, snapshots, no_snapshots, no_cache, select, vm } => {
             let req = Request {
                 scenarios,
                 cloud: cloud.map(Into::into),
@@ -41,6 +41,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 keep: keep.into(),
                 snapshots: (!no_snapshots).then_some(snapshots),
                 ci: harness::snapshot::in_ci(),
+                warm: !no_cache,
                 boot: vm.boot_options(templates),
             };
             let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
@@ -93,6 +94,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             Ok(if checks.iter().any(|c| !c.ok && c.required) { harness::report::exit::INFRA } else { 0 })
         }
         Command::Image { command } => image_cmd(command),
+        Command::Cache { command } => cache_cmd(command),
         Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
             let opts = vm.boot_options(templates);
             let plan = suite::load_plan(None, &vm.overrides())?;
@@ -217,7 +219,7 @@ fn up(scenario_path: Option<&Path>, keep: bool, vm: &args::VmArgs, templates: Op
     progress.phase(&format!("run {} ({}), directory {}", run.id, plan.name, run.dir.display()));
     runtime().block_on(async {
         let booted = tokio::select! {
-            r = boot::boot(&plan, &opts, &mut run, &progress) => r?,
+            r = boot::boot(&plan, &opts, &boot::Warm::Off, &mut run, &progress) => r?,
             _ = interrupted() => return Err(Error::Interrupted),
         };
         println!("run {} is up: {} backend, {} ({})", run.id, booted.backend, booted.accel.accel.as_str(), booted.accel.reason);
@@ -273,6 +275,58 @@ fn exec(id: &str, command: Vec<String>, timeout: u64) -> Result<u8, Error> {
             .await?;
         Ok(u8::try_from(out.status).unwrap_or(255))
     })
+}
+
+fn cache_cmd(command: CacheCommand) -> Result<u8, Error> {
+    use harness::prepared;
+    match command {
+        CacheCommand::List { format } => {
+            let entries = prepared::list();
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = entries
+                        .iter()
+                        .map(|e| serde_json::json!({ "key": e.meta.key, "scenario": e.meta.scenario, "bytes": e.bytes(), "created": e.meta.created, "last_used": e.meta.last_used, "dir": e.dir, "inputs": e.meta.inputs }))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows).expect("serializable"));
+                }
+                Format::Text => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                    println!("{:<24}  {:<22} {:>8}  {:>9}  {:>9}  image", "KEY", "SCENARIO", "MB", "AGE", "USED");
+                    for e in &entries {
+                        let ago = |t: u64| format!("{:.1} h", now.saturating_sub(t) as f64 / 3600.0);
+                        println!(
+                            "{:<24}  {:<22} {:>8.0}  {:>9}  {:>9}  {}",
+                            e.meta.key,
+                            e.meta.scenario,
+                            e.bytes() as f64 / 1e6,
+                            ago(e.meta.created),
+                            ago(e.meta.last_used),
+                            e.meta.inputs["image"].as_str().unwrap_or("")
+                        );
+                    }
+                    println!(
+                        "{} prepared state(s), {:.0} MB in {}",
+                        entries.len(),
+                        entries.iter().map(|e| e.bytes()).sum::<u64>() as f64 / 1e6,
+                        prepared::root().display()
+                    );
+                }
+            }
+        }
+        CacheCommand::Rm { key } => {
+            if !prepared::remove(&key) {
+                return Err(Error::Usage(format!("no prepared state {key:?} (harness cache list shows them)")));
+            }
+            println!("removed {key}");
+        }
+        CacheCommand::Prune { max_mib } => {
+            for k in prepared::prune(max_mib * 1024 * 1024) {
+                println!("removed {k}");
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn image_cmd(command: ImageCommand) -> Result<u8, Error> {
