@@ -66,3 +66,76 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, runs: usize) -> Result<BenchR
     }
     Ok(BenchReport { runs: runs.max(1), accel, backend, phases: samples.into_iter().map(|(k, v)| (k, stat(v))).collect() })
 }
+
+/// `harness bench scenario`: a scenario's phases, cold (`--no-cache`: boot and
+/// build) and warm (restored from its prepared state, saved by a first run that
+/// is not counted), N runs each, with the wall time from the call to its end.
+#[derive(Debug, Serialize)]
+pub struct ScenarioBench {
+    pub scenario: String,
+    pub runs: usize,
+    pub cold: BTreeMap<String, Stat>,
+    pub warm: BTreeMap<String, Stat>,
+    /// What the prepared state takes in the cache.
+    pub state_bytes: u64,
+}
+
+impl ScenarioBench {
+    pub fn text(&self) -> String {
+        let mut s = format!("{}: {} runs each; prepared state {:.0} MB\n", self.scenario, self.runs, self.state_bytes as f64 / 1e6);
+        s.push_str(&format!("{:<14} {:>7} {:>7} {:>7}   {:>7} {:>7} {:>7}\n", "phase (s)", "cold", "", "", "warm", "", ""));
+        s.push_str(&format!("{:<14} {:>7} {:>7} {:>7}   {:>7} {:>7} {:>7}\n", "", "min", "median", "max", "min", "median", "max"));
+        let names: std::collections::BTreeSet<&String> = self.cold.keys().chain(self.warm.keys()).collect();
+        for n in names {
+            let f = |m: &BTreeMap<String, Stat>| {
+                m.get(n).map_or_else(
+                    || format!("{:>7} {:>7} {:>7}", "-", "-", "-"),
+                    |st| format!("{:>7.1} {:>7.1} {:>7.1}", st.min, st.median, st.max),
+                )
+            };
+            s.push_str(&format!("{n:<14} {}   {}\n", f(&self.cold), f(&self.warm)));
+        }
+        s
+    }
+}
+
+pub async fn scenario(plan: &Plan, opts: &BootOptions, runs: usize) -> Result<ScenarioBench, crate::runner::RunnerError> {
+    use crate::runner::{run_group, Keep};
+    let progress = Progress::new(false);
+    let kind = plan.cloud;
+    let runs = runs.max(1);
+    async fn once(
+        plan: &Plan,
+        kind: crate::scenario::CloudKind,
+        opts: &BootOptions,
+        progress: &Progress,
+        warm: bool,
+    ) -> Result<(crate::runner::ScenarioResult, BTreeMap<String, f64>), crate::runner::RunnerError> {
+        let t = std::time::Instant::now();
+        let results = run_group(&[plan], kind, opts, progress, Keep::Never, warm).await?;
+        let r = results.into_iter().next().expect("one scenario, one result");
+        let mut timings = r.timings.clone();
+        timings.insert("wall".into(), t.elapsed().as_secs_f64());
+        Ok((r, timings))
+    }
+    let mut cold: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..runs {
+        for (k, v) in once(plan, kind, opts, &progress, false).await?.1 {
+            cold.entry(k).or_default().push(v);
+        }
+    }
+    // The first warm-capable run saves (or restores an existing state): not counted.
+    let (first, _) = once(plan, kind, opts, &progress, true).await?;
+    let mut warm: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..runs {
+        let (r, t) = once(plan, kind, opts, &progress, true).await?;
+        progress.phase(&format!("warm run: {:?}", r.start));
+        for (k, v) in t {
+            warm.entry(k).or_default().push(v);
+        }
+    }
+    let state_bytes =
+        first.start.key.as_deref().and_then(|k| crate::prepared::list().into_iter().find(|e| e.meta.key == k)).map_or(0, |e| e.bytes());
+    let stats = |m: BTreeMap<String, Vec<f64>>| m.into_iter().map(|(k, v)| (k, stat(v))).collect();
+    Ok(ScenarioBench { scenario: plan.name.clone(), runs, cold: stats(cold), warm: stats(warm), state_bytes })
+}

@@ -320,6 +320,9 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
         console: console.clone(),
         run_dir: run.dir.clone(),
     };
+    if let (Some(_), Some(q)) = (&entry, &qmp_socket) {
+        crate::prepared::resume_restored(q).await.map_err(|e| guest_err("restore", "the saved state to load and run", e.to_string()))?;
+    }
     let ssh_deadline = Duration::from_secs(30 * u64::from(factor));
     let ssh = match Ssh::connect(target, ssh_deadline, alive).await {
         Ok(s) => s,

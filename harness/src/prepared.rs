@@ -275,5 +275,44 @@ pub fn prune(max_bytes: u64) -> Vec<String> {
 
 /// Remove one entry (by key or a prefix of it); false when none matched.
 pub fn remove(key: &str) -> bool {
-    list().into_iter().filter(|e| e.meta.key.starts_with(key)).map(|e| std::fs::remove_dir_all(&e.dir).is_ok()).fold(false, |a, b| a || b)
+    let mut removed = false;
+    for e in list().into_iter().filter(|e| e.meta.key.starts_with(key)) {
+        removed |= std::fs::remove_dir_all(&e.dir).is_ok();
+    }
+    removed
+}
+
+/// Wait until a VM started with `-incoming` has loaded its state, and run it: it
+/// was saved paused (so that its disk could be copied), and QEMU restores it
+/// paused.
+pub async fn resume_restored(qmp_socket: &Path) -> Result<(), PreparedError> {
+    let qmp = wait::until("QEMU's QMP socket", Duration::from_secs(30), Duration::from_millis(50), || async {
+        match Qmp::connect(qmp_socket).await {
+            Ok(q) => Step::Done(q),
+            Err(e) => Step::NotYet(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| PreparedError::Migrate(e.to_string()))?;
+    let qmp = tokio::sync::Mutex::new(qmp);
+    let q = &qmp;
+    let status = wait::until("the saved state to load", Duration::from_secs(120), Duration::from_millis(50), || async move {
+        match q.lock().await.execute("query-status", serde_json::json!({})).await {
+            Ok(v) => match v["status"].as_str().unwrap_or("") {
+                "inmigrate" | "prelaunch" => Step::NotYet(v.to_string()),
+                s => Step::Done(s.to_owned()),
+            },
+            Err(e) => Step::Fail(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| PreparedError::Migrate(e.to_string()))?;
+    match status.as_str() {
+        "running" => Ok(()),
+        "paused" | "postmigrate" => {
+            qmp.lock().await.execute("cont", serde_json::json!({})).await?;
+            Ok(())
+        }
+        other => Err(PreparedError::Migrate(format!("the restored VM is {other:?}, not running"))),
+    }
 }

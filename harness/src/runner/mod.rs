@@ -125,7 +125,7 @@ pub async fn run_group(
 /// Everything that decides a VM group's prepared state besides the image, the
 /// accelerator and QEMU (which `boot` adds): the harness, the group's shared
 /// settings, the first scenario's host recipe, the local.conf, templates, scripts.
-fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RunnerError> {
+fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RenderError> {
     Ok(serde_json::json!({
         "harness": env!("CARGO_PKG_VERSION"),
         "group": share_key(first, kind),

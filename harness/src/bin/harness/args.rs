@@ -263,6 +263,19 @@ pub enum ImageCommand {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Run a scenario N times cold (boot and build) and N times warm (restored from
+    /// its prepared state); min, median and max of each phase and of the wall time.
+    Scenario {
+        /// Scenario file (default: scenarios/instance-egress.toml).
+        #[arg(default_value = "scenarios/instance-egress.toml")]
+        scenario: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
     /// Boot the default image N times; phases are timed from the start of each boot.
     Boot {
         #[arg(long, default_value_t = 3)]

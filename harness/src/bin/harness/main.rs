@@ -106,6 +106,17 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             }
             Ok(0)
         }
+        Command::Bench { command: BenchCommand::Scenario { scenario, runs, format, vm } } => {
+            let opts = vm.boot_options(templates);
+            let plan = suite::load_plan(Some(&scenario), &vm.overrides())?;
+            suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
+            let report = runtime().block_on(bench::scenario(&plan, &opts, runs))?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+                Format::Text => print!("{}", report.text()),
+            }
+            Ok(0)
+        }
         Command::Render { scenario, out, local_conf } => {
             let plan = suite::load_plan(Some(&scenario), &suite::VmOverrides { local_conf, ..Default::default() })?;
             render(&plan, &out, templates)
