@@ -58,8 +58,13 @@ impl Summary {
         for r in &self.scenarios {
             let shared = r.shared_vm.as_ref().map(|v| format!(", in the VM of {v}")).unwrap_or_default();
             let flaky = if r.attempts > 1 { format!(", FLAKY: passed on attempt {}", r.attempts) } else { String::new() };
+            let start = match (r.start.kind, &r.start.key) {
+                ("restored", Some(k)) if r.shared_vm.is_none() => format!(", restored from prepared state {k}"),
+                ("saved", Some(k)) if r.shared_vm.is_none() => format!(", saved as prepared state {k}"),
+                _ => String::new(),
+            };
             s.push_str(&format!(
-                "{} ({} cloud, {}, {}{shared}{flaky}): {}\n",
+                "{} ({} cloud, {}, {}{start}{shared}{flaky}): {}\n",
                 r.name,
                 r.cloud,
                 r.image,
