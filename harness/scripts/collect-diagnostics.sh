@@ -15,7 +15,10 @@ section "ovs/ovs-vsctl-show.txt"; ovs-vsctl --timeout=5 show 2>&1
 for b in $(ovs-vsctl --timeout=5 list-br 2>/dev/null); do
     section "ovs/dump-flows-$b.txt"; ovs-ofctl dump-flows "$b" 2>&1
 done
-section "cloud-init/status.txt"; cloud-init status --long 2>&1
+# cloud-init's own record of its stages (what `cloud-init status --long` reads; the
+# command itself costs 5 s of Python imports under TCG).
+section "cloud-init/status.json"; cat /run/cloud-init/status.json 2>&1
+section "cloud-init/result.json"; cat /run/cloud-init/result.json 2>&1
 section "cloud-init/cloud-init.log"; cat /var/log/cloud-init.log 2>&1
 section "cloud-init/cloud-init-output.log"; cat /var/log/cloud-init-output.log 2>&1
 section "journal.txt"; journalctl -b --no-pager -o short-monotonic 2>&1 | tail -n 20000
