@@ -339,7 +339,11 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
         (Some(e), _) => {
             // The guest's clock stopped when it was saved.
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let set = ssh.exec(&format!("date -s @{now} >/dev/null"), Duration::from_secs(30)).await;
+            let set = crate::exec::Executor::run(
+                &ssh,
+                &crate::exec::Cmd::new(["date", "-s", &format!("@{now}")]).timeout(Duration::from_secs(30)),
+            )
+            .await;
             if !set.as_ref().is_ok_and(|o| o.status == 0) {
                 return Err(guest_err("restore", "the guest's clock to be set", format!("{set:?}")));
             }

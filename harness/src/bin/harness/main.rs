@@ -96,25 +96,15 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Image { command } => image_cmd(command),
         Command::Cache { command } => cache_cmd(command),
         Command::Bench { command: BenchCommand::Boot { runs, format, vm } } => {
-            let opts = vm.boot_options(templates);
-            let plan = suite::load_plan(None, &vm.overrides())?;
-            suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
+            let (plan, opts) = bench_plan(None, &vm, templates)?;
             let report = runtime().block_on(bench::boot(&plan, &opts, runs))?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
-                Format::Text => print!("{}", report.text()),
-            }
+            emit(format, &report, || report.text());
             Ok(0)
         }
         Command::Bench { command: BenchCommand::Scenario { scenario, runs, format, vm } } => {
-            let opts = vm.boot_options(templates);
-            let plan = suite::load_plan(Some(&scenario), &vm.overrides())?;
-            suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
+            let (plan, opts) = bench_plan(Some(&scenario), &vm, templates)?;
             let report = runtime().block_on(bench::scenario(&plan, &opts, runs))?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
-                Format::Text => print!("{}", report.text()),
-            }
+            emit(format, &report, || report.text());
             Ok(0)
         }
         Command::Render { scenario, out, local_conf } => {
@@ -124,13 +114,30 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Lint { files, scenario, format } => lint(&files, scenario.as_deref(), format),
         Command::Localconf { command: LocalconfCommand::Parse { file, format } } => {
             let conf = localconf::read(&file)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&conf).expect("serializable")),
-                Format::Text => print!("{}", localconf::format_text(&conf)),
-            }
+            emit(format, &conf, || localconf::format_text(&conf));
             Ok(0)
         }
     }
+}
+
+/// Print `value` as JSON, or `text()` for people.
+fn emit(format: Format, value: &impl serde::Serialize, text: impl FnOnce() -> String) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("serializable")),
+        Format::Text => print!("{}", text()),
+    }
+}
+
+/// The plan and boot options a benchmark runs with, its machine checked first.
+fn bench_plan(
+    scenario: Option<&Path>,
+    vm: &args::VmArgs,
+    templates: Option<&Path>,
+) -> Result<(scenario::Plan, harness::boot::BootOptions), Error> {
+    let opts = vm.boot_options(templates);
+    let plan = suite::load_plan(scenario, &vm.overrides())?;
+    suite::preflight("harness bench", &opts, std::slice::from_ref(&plan), None)?;
+    Ok((plan, opts))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -176,10 +183,7 @@ fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&
             println!("{a}");
         }
     }
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summary).expect("serializable")),
-        Format::Text => print!("{}", summary.text()),
-    }
+    emit(format, &summary, || summary.text());
     Ok(summary.exit_code())
 }
 
