@@ -51,6 +51,35 @@ pub struct RecipeFile {
     pub boot: BootSpec,
 }
 
+/// A recipe as written: `[build] kind = "extends"` names another recipe whose build
+/// it continues, and may leave out `[boot]` to boot as that one does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeText {
+    #[serde(default)]
+    description: String,
+    build: BuildText,
+    boot: Option<BootSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum BuildText {
+    Extends(Extends),
+    Own(BuildSpec),
+}
+
+/// Another debootstrap recipe's build, then more commands in the same chroot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extends {
+    extends: String,
+    /// Copied over the base's overlay, before any command runs.
+    overlay: Option<String>,
+    commands: Vec<String>,
+    disk_gib: Option<u32>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BuildSpec {
@@ -62,6 +91,9 @@ pub enum BuildSpec {
         packages: Vec<String>,
         #[serde(default)]
         overlay: Option<String>,
+        /// A second overlay, copied after the first (an extending recipe's own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra_overlay: Option<String>,
         #[serde(default)]
         commands: Vec<String>,
         disk_gib: u32,
@@ -224,27 +256,54 @@ pub fn known_recipes(dir: Option<&Path>) -> Vec<String> {
 }
 
 pub fn load_recipe(dir: Option<&Path>, name: &str) -> Result<Recipe, ImageError> {
-    let rel = format!("{name}.toml");
-    let display = dir.map(|d| d.join(&rel).display().to_string()).unwrap_or_else(|| format!("(embedded) images/{rel}"));
-    let bytes = read_text(dir, &rel).ok_or_else(|| ImageError::UnknownImage { name: name.into(), known: known_recipes(dir).join(", ") })?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let file: RecipeFile = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
-        ImageError::BadRecipe { path: format!("{display}:{line}:{col}"), message: e.message().to_owned() }
-    })?;
+    let file = load_file(dir, name, 0)?;
     // The key covers what goes into the disk (the build section and the overlay),
     // not how it is booted: changing a kernel argument must not rebuild the image.
     let mut h = Sha256::new();
     h.update(BUILDER_VERSION.as_bytes());
     h.update(toml::to_string(&file.build).expect("serializable").as_bytes());
-    if let BuildSpec::Debootstrap { overlay: Some(o), .. } = &file.build {
-        for (rel, data) in overlay_files(dir, o) {
-            h.update(rel.as_bytes());
-            h.update(&data);
+    if let BuildSpec::Debootstrap { overlay, extra_overlay, .. } = &file.build {
+        for o in overlay.iter().chain(extra_overlay) {
+            for (rel, data) in overlay_files(dir, o) {
+                h.update(rel.as_bytes());
+                h.update(&data);
+            }
         }
     }
     let hash = hex::encode(h.finalize())[..16].to_owned();
     Ok(Recipe { name: name.into(), file, dir: dir.map(Into::into), hash })
+}
+
+/// Read a recipe and resolve what it extends into one debootstrap build.
+fn load_file(dir: Option<&Path>, name: &str, depth: usize) -> Result<RecipeFile, ImageError> {
+    let rel = format!("{name}.toml");
+    let display = dir.map(|d| d.join(&rel).display().to_string()).unwrap_or_else(|| format!("(embedded) images/{rel}"));
+    let bytes = read_text(dir, &rel).ok_or_else(|| ImageError::UnknownImage { name: name.into(), known: known_recipes(dir).join(", ") })?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let raw: RecipeText = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+        ImageError::BadRecipe { path: format!("{display}:{line}:{col}"), message: e.message().to_owned() }
+    })?;
+    let bad = |message: String| ImageError::BadRecipe { path: display.clone(), message };
+    let (build, inherited_boot) = match raw.build {
+        BuildText::Own(b) => (b, None),
+        BuildText::Extends(x) => {
+            if depth > 4 {
+                return Err(bad(format!("extends {:?}: recipes extend each other in a circle", x.extends)));
+            }
+            let base = load_file(dir, &x.extends, depth + 1)?;
+            let BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, extra_overlay: None, mut commands, disk_gib } = base.build
+            else {
+                return Err(bad(format!("extends {:?}, which is not built with debootstrap: only those can be extended", x.extends)));
+            };
+            commands.extend(x.commands);
+            let disk_gib = x.disk_gib.unwrap_or(disk_gib);
+            let extra_overlay = x.overlay;
+            (BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, extra_overlay, commands, disk_gib }, Some(base.boot))
+        }
+    };
+    let boot = raw.boot.or(inherited_boot).ok_or_else(|| bad("missing [boot]: how the image boots".into()))?;
+    Ok(RecipeFile { description: raw.description, build, boot })
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -312,8 +371,11 @@ pub fn build(recipe: &Recipe, root: &Path, progress: &Progress) -> Result<Image,
     std::fs::create_dir_all(&images).map_err(io(&images))?;
     let work = tempfile::Builder::new().prefix(&format!(".build-{}-", recipe.name)).tempdir_in(&images).map_err(io(&images))?;
     let started = std::time::Instant::now();
+    // Outside the work directory, which goes on failure: the log stays where the
+    // error says it is.
+    let log = images.join(format!("{}-{}.build.log", recipe.name, recipe.hash));
     let (kernel, initrd) = match &recipe.file.build {
-        BuildSpec::Debootstrap { .. } => build_debootstrap(recipe, work.path(), progress)?,
+        BuildSpec::Debootstrap { .. } => build_debootstrap(recipe, work.path(), &log, progress)?,
         BuildSpec::Download { url, sha256sums, .. } => {
             download_verified(url, sha256sums, &work.path().join("disk.qcow2"), progress)?;
             (None, None)
@@ -334,6 +396,7 @@ pub fn build(recipe: &Recipe, root: &Path, progress: &Progress) -> Result<Image,
     };
     let meta = work.path().join("image.json");
     std::fs::write(&meta, serde_json::to_vec_pretty(&image).expect("serializable")).map_err(io(&meta))?;
+    let _ = std::fs::rename(&log, work.path().join("build.log"));
     let _ = std::fs::remove_dir_all(&dest);
     let kept = work.keep();
     std::fs::rename(&kept, &dest).map_err(io(&dest))?;
@@ -366,8 +429,17 @@ impl Drop for Unmount {
     }
 }
 
-fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Result<(Option<()>, Option<()>), ImageError> {
-    let BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, commands, disk_gib } = &recipe.file.build else {
+/// Append a step's output to the build log.
+fn log_step(log: &Path, step: &str, out: &[u8]) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(f, "=== {step}");
+        let _ = f.write_all(out);
+    }
+}
+
+fn build_debootstrap(recipe: &Recipe, work: &Path, log: &Path, progress: &Progress) -> Result<(Option<()>, Option<()>), ImageError> {
+    let BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, extra_overlay, commands, disk_gib } = &recipe.file.build else {
         unreachable!("called for debootstrap recipes only")
     };
     if !nix::unistd::geteuid().is_root() {
@@ -412,8 +484,10 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
     }
     let status = child.wait().map_err(io(&rootfs))?;
     let stderr = err_thread.join().unwrap_or_default();
+    let _ = std::fs::remove_file(log);
+    log_step(log, "debootstrap", std::fs::read(rootfs.join("debootstrap/debootstrap.log")).unwrap_or_default().as_slice());
+    log_step(log, "debootstrap (stderr)", stderr.as_bytes());
     if !status.success() {
-        let log = rootfs.join("debootstrap/debootstrap.log");
         return Err(ImageError::Tool {
             step: "debootstrap".into(),
             detail: format!("{}\n  {}\n  (whole log: {})", status, last.join("\n  ") + &stderr, log.display()),
@@ -422,7 +496,7 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
     }
     drop(_unmount);
 
-    if let Some(o) = overlay {
+    for o in overlay.iter().chain(extra_overlay) {
         progress.phase(&format!("image {}: copying {o}", recipe.name));
         for (rel, data) in overlay_files(recipe.dir.as_deref(), o) {
             let dest = rootfs.join(&rel);
@@ -434,11 +508,28 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, progress: &Progress) -> Resul
     }
     for c in commands {
         progress.message(&format!("chroot: {c}"));
-        run_tool(
-            &format!("chroot command `{c}`"),
-            "fix the command in the image recipe",
-            Command::new("chroot").arg(&rootfs).args(["/bin/sh", "-c", c]),
-        )?;
+        // In its own PID and mount namespaces, with its own /proc: whatever a
+        // package's scripts start (a database, epmd) ends with the command, and no
+        // mount outlives it.
+        let step = format!("chroot command `{c}`");
+        let out = Command::new("unshare")
+            .args(["--fork", "--pid", "--mount", "--kill-child"])
+            .arg(format!("--mount-proc={}", rootfs.join("proc").display()))
+            .arg("chroot")
+            .arg(&rootfs)
+            .args(["/bin/sh", "-c", &format!("exec 2>&1; {c}")])
+            .output()
+            .map_err(|e| ImageError::Tool { step: step.clone(), detail: format!("cannot start unshare: {e}"), fix: "apt-get install util-linux".into() })?;
+        log_step(log, &step, &out.stdout);
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let tail: Vec<&str> = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(ImageError::Tool {
+                step,
+                detail: format!("{} ({})\n  (whole log: {})", tail.join("\n  "), out.status, log.display()),
+                fix: "fix the command in the image recipe".into(),
+            });
+        }
     }
 
     // The kernel and initrd go beside the disk, for direct kernel boot.
