@@ -53,6 +53,11 @@ pub enum Error {
     Input { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// The local.conf a scenario builds from has lint errors: nothing was started.
+    #[error(
+        "{diagnostics}nothing was started: the cloud cannot be built from this local.conf (fix the errors above, or see `harness lint`)"
+    )]
+    Lint { diagnostics: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("interrupted; everything the run created was removed")]
@@ -74,7 +79,7 @@ impl From<crate::boot::BootError> for Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Scenario(_) | Error::LocalConf(_) | Error::Input { .. } | Error::Usage(_) => Kind::BadInput,
+            Error::Scenario(_) | Error::LocalConf(_) | Error::Input { .. } | Error::Usage(_) | Error::Lint { .. } => Kind::BadInput,
             Error::Render(e) if e.is_bad_input() => Kind::BadInput,
             Error::Image(e) if e.is_bad_input() => Kind::BadInput,
             Error::Runner(e) if e.is_bad_input() => Kind::BadInput,

@@ -292,7 +292,8 @@ fn load_file(dir: Option<&Path>, name: &str, depth: usize) -> Result<RecipeFile,
                 return Err(bad(format!("extends {:?}: recipes extend each other in a circle", x.extends)));
             }
             let base = load_file(dir, &x.extends, depth + 1)?;
-            let BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, extra_overlay: None, mut commands, disk_gib } = base.build
+            let BuildSpec::Debootstrap { suite, mirror, variant, packages, overlay, extra_overlay: None, mut commands, disk_gib } =
+                base.build
             else {
                 return Err(bad(format!("extends {:?}, which is not built with debootstrap: only those can be extended", x.extends)));
             };
@@ -519,7 +520,11 @@ fn build_debootstrap(recipe: &Recipe, work: &Path, log: &Path, progress: &Progre
             .arg(&rootfs)
             .args(["/bin/sh", "-c", &format!("exec 2>&1; {c}")])
             .output()
-            .map_err(|e| ImageError::Tool { step: step.clone(), detail: format!("cannot start unshare: {e}"), fix: "apt-get install util-linux".into() })?;
+            .map_err(|e| ImageError::Tool {
+                step: step.clone(),
+                detail: format!("cannot start unshare: {e}"),
+                fix: "apt-get install util-linux".into(),
+            })?;
         log_step(log, &step, &out.stdout);
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stdout);

@@ -157,9 +157,33 @@ pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<C
             needed.extend_from_slice(prereq::UPLINK);
         }
     }
-    crate::render::Renderer::new(boot.templates.as_deref())?;
+    let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;
+    lint_local_confs(&renderer, plans)?;
     prereq::require(what, &needed)?;
     Ok(())
+}
+
+/// Every scenario's local.conf, as the cloud will read it, linted against its
+/// world: an error stops the run before anything starts (exit 2).
+pub fn lint_local_confs(renderer: &crate::render::Renderer, plans: &[Plan]) -> Result<(), Error> {
+    let mut text = String::new();
+    for p in plans {
+        let conf_text = renderer.local_conf(p)?;
+        let conf = crate::localconf::parse(&conf_text);
+        let diags = crate::localconf::lint(&conf, &p.world);
+        if diags.iter().any(|d| d.severity == crate::localconf::Severity::Error) {
+            let name = match &p.user_local_conf {
+                Some((path, _)) => path.display().to_string(),
+                None => format!("{} (the local.conf rendered for it)", p.source.display()),
+            };
+            text += &crate::localconf::lint::format_text(&name, &conf, &diags);
+        }
+    }
+    if text.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Lint { diagnostics: text })
+    }
 }
 
 /// Run the selected groups. `cancel` ends the run (Ctrl-C): the group under way is

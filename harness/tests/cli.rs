@@ -333,6 +333,52 @@ fn a_missing_tool_fails_run_at_once_naming_its_package() {
     assert!(!dir.path().join("cache").exists(), "an image build started before the preflight failed");
 }
 
+#[test]
+fn a_local_conf_the_cloud_cannot_honour_fails_run_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The default world's local.conf, rendered, then broken three ways a user might.
+    let rendered = dir.path().join("rendered");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["render", "--out"])
+        .arg(&rendered)
+        .arg("../scenarios/instance-egress.toml")
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let base = std::fs::read_to_string(rendered.join("local.conf")).expect("local.conf");
+    for (name, change, expect) in [
+        ("linuxbridge", ("Q_AGENT=openvswitch", "Q_AGENT=linuxbridge"), "error[agent]"),
+        ("ovn", ("disable_service ovn-controller ovn-northd", "disable_service ovn-northd"), "OVN service ovn-controller"),
+        (
+            "no-l3",
+            ("enable_service q-svc q-agt q-dhcp q-l3 q-meta", "enable_service q-svc q-agt q-dhcp q-meta\ndisable_service q-l3"),
+            "q-l3 is not enabled",
+        ),
+    ] {
+        assert!(base.contains(change.0), "the rendered local.conf has no {:?}", change.0);
+        let conf = dir.path().join(format!("{name}.conf"));
+        std::fs::write(&conf, base.replace(change.0, change.1)).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["run", "--backend", "qemu", "--local-conf"])
+            .arg(&conf)
+            .arg("../scenarios/instance-egress.toml")
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .env("HARNESS_RUNS_DIR", dir.path().join("runs"))
+            .output()
+            .expect("harness");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(expect) && stderr.contains(&conf.display().to_string()) && stderr.contains("nothing was started"),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("runs").exists() && !dir.path().join("cache").exists(),
+            "{name}: something started before the lint failed"
+        );
+    }
+}
+
 fn which_path(cmd: &str) -> Result<String, ()> {
     let out = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map_err(|_| ())?;
     let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();

@@ -77,8 +77,20 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("PUBLIC_NETWORK_GATEWAY", "172.24.4.1"),
     ("PUBLIC_BRIDGE", "br-ex"),
     ("PUBLIC_PHYSICAL_NETWORK", "public"),
-    ("Q_USE_PROVIDERNET_FOR_PUBLIC", "False"),
+    // lib/neutron_plugins/services/l3 (it was "False" here before: wrong).
+    ("Q_USE_PROVIDERNET_FOR_PUBLIC", "True"),
+    ("Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE", "True"),
     ("OVS_BRIDGE", "br-int"),
+    // lib/neutron, stackrc: what the neutron cloud's configuration is made from.
+    ("PHYSICAL_NETWORK", "public"),
+    ("OVS_PHYSICAL_BRIDGE", "br-ex"),
+    ("ENABLE_TENANT_TUNNELS", "True"),
+    ("TENANT_TUNNEL_RANGES", "1:1000"),
+    ("Q_DVR_MODE", "legacy"),
+    ("Q_USE_SECGROUP", "True"),
+    ("NEUTRON_PORT_SECURITY", "True"),
+    ("TUNNEL_ENDPOINT_IP", "$HOST_IP"),
+    ("OVS_DATAPATH_TYPE", "system"),
 ];
 
 /// The localrc section's effect.
@@ -216,7 +228,7 @@ fn references(s: &str) -> Vec<String> {
     out
 }
 
-fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
+pub(crate) fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
     if depth > 8 {
         return s.to_owned();
     }

@@ -587,28 +587,45 @@ impl Linter<'_> {
             );
             return;
         }
-        let mech = self.eff.get("Q_ML2_PLUGIN_MECHANISM_DRIVERS").unwrap_or("").to_owned();
-        if !mech.split(',').any(|m| m == "openvswitch") {
-            let l = self.line_of("Q_ML2_PLUGIN_MECHANISM_DRIVERS");
+        // Judged on ml2_conf.ini as DevStack leaves it: a [[post-config]] section
+        // merged over Q_ML2_PLUGIN_MECHANISM_DRIVERS decides.
+        let files = super::neutron_files::build(self.conf, &self.eff);
+        let ml2 = super::neutron_files::ML2_CONF;
+        let mech = files.get(ml2, "ml2", "mechanism_drivers").unwrap_or("").to_owned();
+        if !mech.split(',').any(|m| m.trim() == "openvswitch") {
+            let (l, what) = match files.merged_line(ml2, "ml2", "mechanism_drivers") {
+                Some(l) => (l, format!("[ml2] mechanism_drivers is {mech:?} in the [[post-config]] section for {ml2}")),
+                None => (self.line_of("Q_ML2_PLUGIN_MECHANISM_DRIVERS"), self.describe("Q_ML2_PLUGIN_MECHANISM_DRIVERS")),
+            };
             self.push(
                 "mechanism-driver",
                 Severity::Error,
                 l,
-                format!(
-                    "{} with Q_AGENT=openvswitch: neutron-server will not bind ports for the OVS agent",
-                    self.describe("Q_ML2_PLUGIN_MECHANISM_DRIVERS")
-                ),
-                "set Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch".into(),
+                format!("{what} with Q_AGENT=openvswitch: neutron-server will not bind ports for the OVS agent"),
+                "set Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch (or mechanism_drivers in the post-config section)".into(),
             );
         }
-        let net_type = self.eff.get("Q_ML2_TENANT_NETWORK_TYPE").unwrap_or("").to_owned();
-        if !["vxlan", "gre", "vlan", "flat", "local"].contains(&net_type.as_str()) {
-            let l = self.line_of("Q_ML2_TENANT_NETWORK_TYPE");
+        // Also judged on ml2_conf.ini: `project_network_types` (or its old name) in
+        // a post-config section wins.
+        let post = ["project_network_types", "tenant_network_types"].into_iter().find_map(|k| Some((k, files.merged_line(ml2, "ml2", k)?)));
+        let (net_type, l, what) = match post {
+            Some((k, l)) => {
+                let v = files.get(ml2, "ml2", k).unwrap_or("").to_owned();
+                let what = format!("[ml2] {k} is {v:?} in the [[post-config]] section for {ml2}");
+                (v, l, what)
+            }
+            None => (
+                self.eff.get("Q_ML2_TENANT_NETWORK_TYPE").unwrap_or("").to_owned(),
+                self.line_of("Q_ML2_TENANT_NETWORK_TYPE"),
+                self.describe("Q_ML2_TENANT_NETWORK_TYPE"),
+            ),
+        };
+        if !net_type.split(',').all(|t| ["vxlan", "gre", "vlan", "flat", "local"].contains(&t.trim())) {
             self.push(
                 "tenant-network-type",
                 Severity::Error,
                 l,
-                format!("{}, which the Open vSwitch agent cannot serve", self.describe("Q_ML2_TENANT_NETWORK_TYPE")),
+                format!("{what}, which the Open vSwitch agent cannot serve"),
                 format!("set Q_ML2_TENANT_NETWORK_TYPE={}", self.world.tenant_network_type),
             );
         }
