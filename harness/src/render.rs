@@ -19,7 +19,8 @@ pub const HOST_RECIPE: &str = "host-recipe.sh";
 pub const LOCAL_CONF: &str = "local.conf";
 pub const REPLICA: &str = "replica.sh";
 pub const DEVSTACK: &str = "devstack.sh";
-const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA, DEVSTACK];
+pub const NEUTRON: &str = "neutron.sh";
+const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA, DEVSTACK, NEUTRON];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

@@ -25,10 +25,21 @@ pub struct VmOverrides {
     pub disk_gib: Option<u32>,
     /// Every scenario builds from this local.conf (`--local-conf`).
     pub local_conf: Option<PathBuf>,
+    /// The cloud to build instead of each scenario's (`--cloud`): its VM is fitted
+    /// to what that cloud needs.
+    pub cloud: Option<CloudKind>,
 }
 
 impl VmOverrides {
     pub fn apply(&self, plan: &mut Plan) {
+        // The cloud's image and memory, unless the scenario or the command line
+        // chose others.
+        let needs = crate::cloud::for_kind(self.cloud.unwrap_or(plan.cloud)).needs();
+        let default_vm = crate::scenario::VmSpec::default();
+        if let Some(image) = needs.image.filter(|_| plan.vm.image == default_vm.image) {
+            plan.vm.image = image.into();
+        }
+        plan.vm.memory_mib = plan.vm.memory_mib.max(needs.memory_mib);
         if let Some(i) = &self.image {
             plan.vm.image.clone_from(i);
         }

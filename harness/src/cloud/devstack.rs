@@ -149,7 +149,7 @@ impl Cloud for Devstack {
     }
 
     fn needs(&self) -> Needs {
-        Needs { uplink: true }
+        Needs { uplink: true, ..Needs::default() }
     }
 
     async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError> {

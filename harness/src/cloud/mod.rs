@@ -8,6 +8,7 @@
 //! - [`devstack`]: the real stack.sh (needs the internet: the `.github/` workflow).
 
 pub mod devstack;
+pub mod neutron;
 pub mod replica;
 
 use crate::exec::{Cmd, ExecError, Executor};
@@ -73,6 +74,10 @@ pub struct Deployed {
 pub struct Needs {
     /// A way out of the cloud edge to the internet (DevStack fetches its sources).
     pub uplink: bool,
+    /// The image to boot when the scenario names the default one.
+    pub image: Option<&'static str>,
+    /// Guest memory at least this (unless `--memory-mib` says otherwise).
+    pub memory_mib: u32,
 }
 
 /// Where a cloud is built: the guest, the scenario, and the run's directory and id.
@@ -127,6 +132,7 @@ pub fn for_kind(kind: CloudKind) -> Box<dyn Cloud> {
     match kind {
         CloudKind::Replica => Box::new(replica::Replica),
         CloudKind::Devstack => Box::new(devstack::Devstack),
+        CloudKind::Neutron => Box::new(neutron::Neutron),
     }
 }
 

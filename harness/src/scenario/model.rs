@@ -43,6 +43,9 @@ pub enum CloudKind {
     #[default]
     Replica,
     Devstack,
+    /// Neutron's own server and agents (Debian's packages), configured from the
+    /// local.conf as DevStack would.
+    Neutron,
 }
 
 impl CloudKind {
@@ -50,6 +53,7 @@ impl CloudKind {
         match self {
             CloudKind::Replica => "replica",
             CloudKind::Devstack => "devstack",
+            CloudKind::Neutron => "neutron",
         }
     }
 }

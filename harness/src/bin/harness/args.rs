@@ -216,6 +216,7 @@ impl VmArgs {
             cpus: self.cpus,
             disk_gib: self.disk_gib,
             local_conf: self.local_conf.clone(),
+            cloud: None,
         }
     }
 
@@ -301,6 +302,8 @@ pub enum LocalconfCommand {
 pub enum CloudArg {
     Replica,
     Devstack,
+    /// Neutron's own server and agents in the guest (image debian-12-neutron)
+    Neutron,
 }
 
 impl From<CloudArg> for CloudKind {
@@ -308,6 +311,7 @@ impl From<CloudArg> for CloudKind {
         match c {
             CloudArg::Replica => CloudKind::Replica,
             CloudArg::Devstack => CloudKind::Devstack,
+            CloudArg::Neutron => CloudKind::Neutron,
         }
     }
 }

@@ -35,7 +35,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             let req = Request {
                 scenarios,
                 cloud: cloud.map(Into::into),
-                overrides: vm.overrides(),
+                overrides: suite::VmOverrides { cloud: cloud.map(Into::into), ..vm.overrides() },
                 shard: select.shard,
                 retries,
                 keep: keep.into(),

@@ -1,0 +1,339 @@
+//! The neutron cloud: Neutron's own server and ML2/OVS, L3 and DHCP agents
+//! (Debian 12's packages, image `debian-12-neutron`), configured from the
+//! scenario's local.conf as DevStack writes it ([`crate::localconf::neutron_files`]),
+//! run as DevStack runs them, and driven through Neutron's API (no Keystone:
+//! `auth_strategy = noauth`). The instance is a fake machine as in Neutron's
+//! fullstack tests: a port bound to this host's OVS agent, an OVS internal port
+//! moved into a namespace, addressed by the real dnsmasq through DHCP.
+
+use super::{guest_step, Cloud, CloudError, CloudValues, Deployed, Needs, Site};
+use crate::exec::Cmd;
+use crate::localconf::{self, effective::Effective, neutron_files};
+use crate::scenario::{CheckKind, CloudAction, CloudKind, Plan};
+use crate::scripts::{script, GUEST_PROBE};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub const SCRIPT: &str = "/usr/local/sbin/harness-neutron";
+const API: &str = "/usr/local/sbin/harness-neutron-api";
+const UDHCPC_SCRIPT: &str = "/usr/local/sbin/harness-udhcpc-script";
+const SPEC: &str = "/run/harness-neutron-networks.json";
+const RULES: &str = "/run/harness-neutron-rules.json";
+/// Under TCG the services take minutes to import and register (docs/design.md).
+const AGENTS_TIMEOUT: Duration = Duration::from_secs(1800);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct Neutron;
+
+/// What neutron.sh is rendered with.
+#[derive(Serialize)]
+struct ScriptValues {
+    public_interface: String,
+    ovs_physical_bridge: String,
+    public_gateway: Ipv4Addr,
+    floating_prefix: u8,
+    assign_gateway: String,
+}
+
+/// `create_neutron_initial_network`'s inputs (lib/neutron_plugins/services/l3).
+#[derive(Serialize)]
+struct NetworkSpec {
+    private_network_name: String,
+    private_subnet_name: String,
+    public_network_name: String,
+    public_subnet_name: String,
+    router_name: String,
+    fixed_range: String,
+    network_gateway: String,
+    floating_range: String,
+    public_network_gateway: String,
+    pool_start: Option<String>,
+    pool_end: Option<String>,
+    use_providernet_for_public: bool,
+    public_physical_network: String,
+}
+
+#[derive(Deserialize)]
+struct Networks {
+    router_id: String,
+    router_gw_ip: Ipv4Addr,
+    private_network_id: String,
+    public_network_id: String,
+    gw_port_id: String,
+    int_port_id: String,
+}
+
+#[derive(Deserialize)]
+struct Port {
+    port_id: String,
+    mac: String,
+}
+
+/// What the instance's DHCP client got from Neutron's dnsmasq.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub router: Ipv4Addr,
+    pub mtu: u16,
+    pub server: Ipv4Addr,
+    pub lease_s: u64,
+}
+
+#[derive(Deserialize)]
+struct FloatingIp {
+    floating_ip: Ipv4Addr,
+}
+
+/// A security-group rule for the neutron API.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Rule {
+    pub direction: &'static str,
+    pub protocol: Option<&'static str>,
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    pub remote_ip_prefix: Option<String>,
+}
+
+/// The instance's rules when the scenario declares none, as Tempest's scenario
+/// tests give theirs: egress open, ingress ICMP and SSH, plus each port a check
+/// probes.
+pub fn default_rules(plan: &Plan) -> Vec<Rule> {
+    let rule = |protocol: &'static str, port: Option<u16>| Rule {
+        direction: "ingress",
+        protocol: Some(protocol),
+        port_range_min: port,
+        port_range_max: port,
+        remote_ip_prefix: Some("0.0.0.0/0".into()),
+    };
+    let mut rules = vec![
+        Rule { direction: "egress", protocol: None, port_range_min: None, port_range_max: None, remote_ip_prefix: None },
+        rule("icmp", None),
+        rule("tcp", Some(22)),
+    ];
+    for c in &plan.checks {
+        let proto = match c.kind {
+            CheckKind::Tcp | CheckKind::Http => "tcp",
+            CheckKind::Udp => "udp",
+            CheckKind::Icmp => continue,
+        };
+        let r = rule(proto, c.port);
+        if !rules.contains(&r) {
+            rules.push(r);
+        }
+    }
+    rules
+}
+
+/// The instance's name in Neutron and its namespace in the guest.
+fn instance_name(run_id: &str) -> String {
+    format!("instance-{run_id}")
+}
+
+/// Run a guest step whose last line is a JSON object, and read that object.
+async fn json_step<T: for<'de> Deserialize<'de>>(site: &Site<'_>, step: &str, argv: &[&str], timeout: Duration) -> Result<T, CloudError> {
+    let log = site.log(&format!("{}.log", step.replace(' ', "-")));
+    let out = guest_step(site.guest, step, &Cmd::new(argv.iter().copied()).timeout(timeout), &log).await?;
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| CloudError::Step {
+        step: step.into(),
+        status: 0,
+        output: format!("expected a JSON line, saw {line:?}: {e}"),
+        log: log.display().to_string(),
+    })
+}
+
+#[async_trait]
+impl Cloud for Neutron {
+    fn kind(&self) -> CloudKind {
+        CloudKind::Neutron
+    }
+
+    fn needs(&self) -> Needs {
+        Needs { uplink: false, image: Some("debian-12-neutron"), memory_mib: 4096 }
+    }
+
+    /// MariaDB, RabbitMQ (2-3 min under TCG) and Open vSwitch do not depend on the
+    /// local.conf: started at once, in the background.
+    async fn start_early(&self, guest: &dyn crate::exec::Executor) -> Result<(), CloudError> {
+        let cmd =
+            Cmd::new(["systemctl", "start", "--no-block", "mariadb.service", "rabbitmq-server.service", "openvswitch-switch.service"]);
+        guest.run(&cmd.timeout(Duration::from_secs(60))).await?;
+        Ok(())
+    }
+
+    async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError> {
+        let conf = localconf::parse(site.local_conf);
+        let eff = Effective::evaluate(&conf);
+        let v = CloudValues::from_local_conf(site.local_conf, site.plan, site.run_id)?;
+
+        // Configuration, as DevStack would leave it.
+        let files = neutron_files::build(&conf, &eff);
+        for f in &files.files {
+            let text = f.text();
+            let name = f.path.rsplit('/').next().unwrap_or(f.path);
+            site.keep_rendered(name, &text)?;
+            site.guest.upload(text.as_bytes(), f.path, 0o644).await?;
+        }
+        let values = ScriptValues {
+            public_interface: v.public_interface.clone(),
+            ovs_physical_bridge: v.ovs_physical_bridge.clone(),
+            public_gateway: v.public_gateway,
+            floating_prefix: v.floating_prefix,
+            assign_gateway: eff.get("Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE").unwrap_or("True").to_owned(),
+        };
+        let text = site
+            .renderer
+            .render_extra(crate::render::NEUTRON, site.plan, &values)
+            .map_err(|e| CloudError::Template("neutron.sh".into(), e.to_string()))?;
+        site.keep_rendered("neutron.sh", &text)?;
+        site.guest.upload(text.as_bytes(), SCRIPT, 0o755).await?;
+        site.guest.upload(script("neutron-api.py").as_bytes(), API, 0o755).await?;
+        site.guest.upload(script("udhcpc-script.sh").as_bytes(), UDHCPC_SCRIPT, 0o755).await?;
+
+        // DevStack's host steps and the services.
+        site.progress.message("neutron: host steps, then neutron-server and the OVS, L3 and DHCP agents");
+        guest_step(
+            site.guest,
+            "neutron services",
+            &Cmd::new([SCRIPT, "services"]).timeout(Duration::from_secs(300)),
+            &site.log("cloud.log"),
+        )
+        .await?;
+        site.progress.message("neutron: waiting for the API and the agents (minutes under TCG)");
+        let agents: serde_json::Value = json_step(
+            site,
+            "neutron agents",
+            &[API, "wait-agents", &AGENTS_TIMEOUT.as_secs().to_string()],
+            AGENTS_TIMEOUT + Duration::from_secs(60),
+        )
+        .await?;
+        site.progress.message(&format!("neutron: agents alive {agents}"));
+
+        // create_neutron_initial_network.
+        let pool = eff.get("Q_FLOATING_ALLOCATION_POOL").unwrap_or("");
+        let pool_part = |k: &str| pool.split(',').find_map(|p| p.strip_prefix(k)).map(str::to_owned);
+        let name = |var: &str, default: &str| eff.get(var).filter(|s| !s.is_empty()).unwrap_or(default).to_owned();
+        let spec = NetworkSpec {
+            private_network_name: name("PRIVATE_NETWORK_NAME", "private"),
+            private_subnet_name: name("PRIVATE_SUBNET_NAME", "private-subnet"),
+            public_network_name: name("PUBLIC_NETWORK_NAME", "public"),
+            public_subnet_name: name("PUBLIC_SUBNET_NAME", "public-subnet"),
+            router_name: name("Q_ROUTER_NAME", "router1"),
+            fixed_range: name("FIXED_RANGE", ""),
+            network_gateway: v.network_gateway.to_string(),
+            floating_range: name("FLOATING_RANGE", ""),
+            public_network_gateway: v.public_gateway.to_string(),
+            pool_start: pool_part("start="),
+            pool_end: pool_part("end="),
+            use_providernet_for_public: eff.get("Q_USE_PROVIDERNET_FOR_PUBLIC") == Some("True"),
+            public_physical_network: name("PUBLIC_PHYSICAL_NETWORK", "public"),
+        };
+        site.guest.upload(&serde_json::to_vec(&spec).expect("serializable"), SPEC, 0o644).await?;
+        site.progress.message("neutron: networks, subnets and the router through the API");
+        let nets: Networks = json_step(site, "neutron networks", &[API, "initial-networks", SPEC], CHANGE_TIMEOUT).await?;
+        guest_step(
+            site.guest,
+            "assign gateway",
+            &Cmd::new([SCRIPT, "assign-gateway"]).timeout(Duration::from_secs(60)),
+            &site.log("assign-gateway.log"),
+        )
+        .await?;
+
+        // The instance: a bound port, plugged and addressed by DHCP.
+        let instance = instance_name(site.run_id);
+        let rules = default_rules(site.plan);
+        site.guest.upload(&serde_json::to_vec(&rules).expect("serializable"), RULES, 0o644).await?;
+        let port: Port =
+            json_step(site, "neutron port", &[API, "instance", &instance, &nets.private_network_id, RULES], CHANGE_TIMEOUT).await?;
+        site.progress.message("neutron: plugging the instance into br-int; waiting for the agents to make its port ACTIVE");
+        let _: serde_json::Value =
+            json_step(site, "instance plug", &[SCRIPT, "plug", &port.port_id, &port.mac, &instance], CHANGE_TIMEOUT).await?;
+        let _: serde_json::Value = json_step(
+            site,
+            "port active",
+            &[API, "wait-port", &port.port_id, "ACTIVE", &CHANGE_TIMEOUT.as_secs().to_string()],
+            CHANGE_TIMEOUT + Duration::from_secs(30),
+        )
+        .await?;
+        site.progress.message("neutron: DHCP from the qdhcp namespace's dnsmasq");
+        let lease: Lease = json_step(site, "instance dhcp", &[SCRIPT, "dhcp", &port.port_id, &instance], Duration::from_secs(120)).await?;
+        let fip: FloatingIp =
+            json_step(site, "floating ip", &[API, "fip-create", &port.port_id, &nets.public_network_id], CHANGE_TIMEOUT).await?;
+        site.progress.message(&format!("neutron: waiting for the L3 agent to apply the floating IP {}", fip.floating_ip));
+        let (fip_s, fixed_s) = (fip.floating_ip.to_string(), lease.ip.to_string());
+        let _: serde_json::Value = json_step(
+            site,
+            "floating ip applied",
+            &[SCRIPT, "wait-fip", &fip_s, &fixed_s, "present", &CHANGE_TIMEOUT.as_secs().to_string()],
+            CHANGE_TIMEOUT + Duration::from_secs(30),
+        )
+        .await?;
+        let _ = std::fs::write(site.log("dhcp-lease.json"), serde_json::to_vec_pretty(&lease).expect("serializable"));
+
+        Ok(Deployed {
+            floating_ip: fip.floating_ip,
+            fixed_ip: lease.ip,
+            network_gateway: lease.router,
+            router_gw_ip: nets.router_gw_ip,
+            instance_probe: vec!["ip".into(), "netns".into(), "exec".into(), instance.clone(), GUEST_PROBE.into()],
+            volatile_names: [
+                (nets.router_id, "<router-id>"),
+                (nets.gw_port_id[..11].to_owned(), "<gw-port>"),
+                (nets.int_port_id[..11].to_owned(), "<int-port>"),
+                (port.port_id[..11].to_owned(), "<vm-port>"),
+                (port.mac, "<vm-mac>"),
+                (site.run_id.to_owned(), "<run>"),
+            ]
+            .into_iter()
+            .map(|(id, tag)| (id, tag.to_owned()))
+            .collect(),
+        })
+    }
+
+    /// Through the API, then wait until the L3 agent has applied it (Neutron
+    /// applies it asynchronously); how long that took is in the step's log.
+    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<(), CloudError> {
+        let instance = instance_name(site.run_id);
+        let verb = super::fip_verb(action);
+        #[derive(Deserialize)]
+        struct Changed {
+            floating_ip: Ipv4Addr,
+            fixed_ip: Ipv4Addr,
+        }
+        let changed: Changed = json_step(site, verb, &[API, verb, &instance], CHANGE_TIMEOUT).await?;
+        let want = match action {
+            CloudAction::FipAssociate => "present",
+            CloudAction::FipDisassociate => "absent",
+        };
+        let (fip, fixed) = (changed.floating_ip.to_string(), changed.fixed_ip.to_string());
+        let took: serde_json::Value = json_step(
+            site,
+            &format!("{verb} applied"),
+            &[SCRIPT, "wait-fip", &fip, &fixed, want, &CHANGE_TIMEOUT.as_secs().to_string()],
+            CHANGE_TIMEOUT + Duration::from_secs(30),
+        )
+        .await?;
+        site.progress.message(&format!("neutron: {verb} took effect in the router after {took}"));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rules_open_what_the_checks_probe() {
+        let plan = crate::scenario::load(std::path::Path::new("../scenarios/floating-ip-ingress.toml")).expect("scenario");
+        let rules = default_rules(&plan);
+        assert_eq!(rules[0].direction, "egress");
+        assert!(rules.iter().any(|r| r.protocol == Some("icmp") && r.direction == "ingress"));
+        assert!(rules.iter().any(|r| r.protocol == Some("tcp") && r.port_range_min == Some(22)));
+        // No duplicates when a check probes SSH as well.
+        let ssh = rules.iter().filter(|r| r.protocol == Some("tcp") && r.port_range_min == Some(22)).count();
+        assert_eq!(ssh, 1, "{rules:?}");
+    }
+}
