@@ -22,6 +22,19 @@ section "cloud-init/result.json"; cat /run/cloud-init/result.json 2>&1
 section "cloud-init/cloud-init.log"; cat /var/log/cloud-init.log 2>&1
 section "cloud-init/cloud-init-output.log"; cat /var/log/cloud-init-output.log 2>&1
 section "journal.txt"; journalctl -b --no-pager -o short-monotonic 2>&1 | tail -n 20000
+if [ -d /etc/neutron ] && systemctl --quiet is-active devstack@q-svc 2>/dev/null; then
+    # The neutron cloud: its configuration, each service's log, dnsmasq's leases.
+    for f in neutron.conf plugins/ml2/ml2_conf.ini l3_agent.ini dhcp_agent.ini; do
+        section "neutron/etc/$f"; cat "/etc/neutron/$f" 2>&1
+    done
+    for u in q-svc q-agt q-dhcp q-l3; do
+        section "neutron/$u.log"; journalctl -u "devstack@$u" --no-pager -o short-monotonic 2>&1 | tail -n 5000
+    done
+    for l in /var/lib/neutron/dhcp/*/leases /var/lib/neutron/dhcp/*/host; do
+        [ -e "$l" ] && { section "neutron/dhcp/${l#/var/lib/neutron/dhcp/}"; cat "$l"; }
+    done
+    section "neutron/dhcp-leases-instances.txt"; cat /run/harness-dhcp-*.lease 2>&1
+fi
 if [ -d /opt/stack/logs ]; then
     section "devstack/stack.sh.log"; cat /opt/stack/logs/stack.sh.log 2>&1
     section "devstack/stack.sh.log.summary"; cat /opt/stack/logs/stack.sh.log.summary 2>&1

@@ -32,6 +32,10 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_seen_as: Option<String>,
     pub observed: Observed,
+    /// Seconds the cloud action before the check (`before`) took to take effect,
+    /// where the cloud applies it asynchronously (neutron).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_took_s: Option<f64>,
     /// The line of the check in its scenario file.
     #[serde(skip)]
     pub line: usize,
@@ -133,6 +137,7 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>) -> 
         passed: outcome == c.expect && seen_ok,
         expected_seen_as,
         observed: Observed { seen_as, detail },
+        before_took_s: None,
         line: c.line,
     }
 }
@@ -154,6 +159,7 @@ mod tests {
             router_gw_ip: "192.168.100.101".parse().expect("ip"),
             instance_probe: vec!["in-instance".into(), "--".into()],
             volatile_names: vec![],
+            facts: Default::default(),
         }
     }
 

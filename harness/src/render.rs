@@ -20,7 +20,9 @@ pub const LOCAL_CONF: &str = "local.conf";
 pub const REPLICA: &str = "replica.sh";
 pub const DEVSTACK: &str = "devstack.sh";
 pub const NEUTRON: &str = "neutron.sh";
-const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, REPLICA, DEVSTACK, NEUTRON];
+/// DevStack's host steps, included by the replica's and the neutron cloud's scripts.
+const HOST_STEPS: &str = "devstack-host-steps.sh";
+const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, HOST_STEPS, REPLICA, DEVSTACK, NEUTRON];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

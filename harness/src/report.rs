@@ -345,6 +345,7 @@ mod tests {
             passed: outcome == Expect::Reachable && seen == Some("203.0.113.10"),
             expected_seen_as: Some("203.0.113.10".into()),
             observed: Observed { seen_as: seen.map(Into::into), detail: "seen_as x | y\nmore".into() },
+            before_took_s: None,
             line: 12,
         };
         let r = ScenarioResult {
@@ -366,6 +367,7 @@ mod tests {
             attempts: 1,
             flaky: false,
             start: Default::default(),
+            cloud_facts: Default::default(),
             snapshot: None,
             state: String::new(),
         };

@@ -168,6 +168,15 @@ pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<C
             needed.extend_from_slice(prereq::UPLINK);
         }
     }
+    for p in plans.iter().filter(|p| p.security_group_rules.is_some() && cloud_of(cloud, p) != CloudKind::Neutron) {
+        return Err(Error::Input {
+            path: p.source.clone(),
+            message: format!(
+                "[[security_group_rule]] needs the neutron cloud (the {} cloud has no security groups): run it with --cloud neutron or set cloud = \"neutron\"",
+                cloud_of(cloud, p).as_str()
+            ),
+        });
+    }
     let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;
     lint_local_confs(&renderer, plans)?;
     prereq::require(what, &needed)?;

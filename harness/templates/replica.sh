@@ -14,6 +14,7 @@ OVS_BRIDGE=br-int
 PHYSNET={{ v.physical_network }}
 CIDR_LEN={{ v.floating_prefix }}
 PUBLIC_GATEWAY={{ v.public_gateway }}
+ASSIGN_GATEWAY={{ v.assign_gateway }}
 ROUTER_GW_IP={{ v.router_gw_ip }}
 FIP={{ v.floating_ip }}
 FIXED_IP={{ v.fixed_ip }}
@@ -28,23 +29,10 @@ INSTANCE={{ v.instance_ns }}
 
 nat() { ip netns exec "$ROUTER" iptables -w -t nat "$@"; }
 
+{% include "devstack-host-steps.sh" %}
+
 build() {
-    systemctl start openvswitch-switch
-    # DevStack (lib/neutron_plugins/ovs_base, services/l3): the integration and
-    # physical bridges.
-    ovs-vsctl --may-exist add-br "$OVS_BRIDGE"
-    ovs-vsctl --may-exist add-br "$OVS_PHYSICAL_BRIDGE"
-    ovs-vsctl br-set-external-id "$OVS_PHYSICAL_BRIDGE" bridge-id "$OVS_PHYSICAL_BRIDGE"
-    # _move_neutron_addresses_route: PUBLIC_INTERFACE becomes a port of the physical
-    # bridge and its primary address (and a default route through it) move there.
-    addr=$(ip -4 -o addr show dev "$PUBLIC_INTERFACE" | awk '{print $4}' | head -n1)
-    ovs-vsctl --may-exist add-port "$OVS_PHYSICAL_BRIDGE" "$PUBLIC_INTERFACE"
-    if [ -n "$addr" ]; then
-        ip addr del "$addr" dev "$PUBLIC_INTERFACE"
-        ip addr replace "$addr" dev "$OVS_PHYSICAL_BRIDGE"
-    fi
-    ip link set "$OVS_PHYSICAL_BRIDGE" up
-    ip link set "$PUBLIC_INTERFACE" up
+    host_steps
     # The OVS agent's bridge mapping ($PHYSNET:$OVS_PHYSICAL_BRIDGE): patch ports.
     ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "int-$OVS_PHYSICAL_BRIDGE" \
         -- set interface "int-$OVS_PHYSICAL_BRIDGE" type=patch options:peer="phy-$OVS_PHYSICAL_BRIDGE" \
@@ -100,6 +88,7 @@ build() {
         mkdir -p /run/sshd
         ip netns exec "$INSTANCE" /usr/sbin/sshd -o PidFile=/run/harness-instance-sshd.pid
     fi
+    assign_gateway
     fip_associate
 }
 

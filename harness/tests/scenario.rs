@@ -108,3 +108,32 @@ fn missing_user_local_conf_is_an_error_at_its_key() {
     let e = scenario::load(&path).expect_err("missing file").to_string();
     assert!(e.contains("s.toml:2:14: cannot read local.conf") && e.contains("nope.conf"), "{e}");
 }
+
+#[test]
+fn security_groups_default_to_tempests_and_declared_rules_are_validated() {
+    // No rules declared: egress open, ingress ICMP and SSH, plus what checks and
+    // forwards reach the instance on from outside.
+    let plan = scenario::load(Path::new("../scenarios/floating-ip-ingress.toml")).expect("scenario");
+    let rules = plan.security_group();
+    assert!(plan.security_group_rules.is_none());
+    assert_eq!((rules[0].direction, rules[0].protocol), ("egress", None));
+    assert!(rules.iter().any(|r| r.direction == "ingress" && r.protocol == Some("icmp")));
+    let ssh = rules.iter().filter(|r| r.protocol == Some("tcp") && r.port_range_min == Some(22)).count();
+    assert_eq!(ssh, 1, "SSH once, though several checks probe it: {rules:?}");
+    // Checks from the instance open nothing inbound.
+    let egress = scenario::load(Path::new("../scenarios/instance-egress.toml")).expect("scenario");
+    assert_eq!(egress.security_group().len(), 3, "{:?}", egress.security_group());
+
+    let text = "[[security_group_rule]]\nprotocol = \"icmp\"\n[[security_group_rule]]\ndirection = \"egress\"\n[[check]]\nkind = \"icmp\"\nfrom = \"host\"\nto = \"floating_ip\"\n";
+    let plan = scenario::parse(Path::new("sg.toml"), text).expect("valid rules");
+    let rules = plan.security_group();
+    assert_eq!(rules.len(), 2, "declared rules replace the default: {rules:?}");
+    assert_eq!((rules[0].direction, rules[0].protocol, rules[0].remote_ip_prefix.as_deref()), ("ingress", Some("icmp"), None));
+
+    let e = err("[[security_group_rule]]\nprotocol = \"icmp\"\nport = 22\n");
+    assert!(e.contains("bad.toml:3") && e.contains("ports only with protocol tcp or udp"), "{e}");
+    let e = err("[[security_group_rule]]\ndirection = \"inbound\"\n");
+    assert!(e.contains("bad.toml:2") && e.contains("expected ingress or egress"), "{e}");
+    let e = err("[[security_group_rule]]\nprotocol = \"tcp\"\nremote_ip_prefix = \"10.0.0.0/33\"\n");
+    assert!(e.contains("bad.toml:3") && e.contains("IPv4 CIDR"), "{e}");
+}

@@ -181,10 +181,11 @@ impl Cloud for Devstack {
             router_gw_ip: line.router_gw_ip,
             instance_probe: vec![SCRIPT.into(), "probe".into()],
             volatile_names: volatile_names(&line.router_id, &line.gw_port_id, &line.int_port_id, &line.vm_port_id),
+            facts: Default::default(),
         })
     }
 
-    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<(), CloudError> {
+    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {
         script_fip(site, SCRIPT, action).await
     }
 }

@@ -67,6 +67,10 @@ pub struct Deployed {
     /// Names that differ from run to run (router and port ids), each with the
     /// stable name that replaces it in snapshots.
     pub volatile_names: Vec<(String, String)>,
+    /// What the cloud says about itself for the result (the neutron cloud: its
+    /// version, the DHCP lease, the security group in force, the agents' start).
+    #[serde(default)]
+    pub facts: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// What a cloud needs from the network plane besides the world of docs/design.md.
@@ -123,8 +127,9 @@ pub trait Cloud: Send + Sync {
     /// Build the cloud and its one instance with a floating IP.
     async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError>;
 
-    /// Associate or disassociate the instance's floating IP, as the cloud's API does.
-    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<(), CloudError>;
+    /// Associate or disassociate the instance's floating IP, as the cloud's API
+    /// does; the seconds it took to take effect, where the cloud applies it later.
+    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError>;
 }
 
 /// The cloud of each kind: the one place that lists them.
@@ -145,10 +150,10 @@ pub fn fip_verb(action: CloudAction) -> &'static str {
 }
 
 /// A floating-IP action through a cloud's guest script (`SCRIPT fip-associate`).
-async fn script_fip(site: &Site<'_>, script: &str, action: CloudAction) -> Result<(), CloudError> {
+async fn script_fip(site: &Site<'_>, script: &str, action: CloudAction) -> Result<Option<f64>, CloudError> {
     let verb = fip_verb(action);
     let cmd = Cmd::new([script, verb]).timeout(std::time::Duration::from_secs(120));
-    guest_step(site.guest, verb, &cmd, &site.log(&format!("{verb}.log"))).await.map(|_| ())
+    guest_step(site.guest, verb, &cmd, &site.log(&format!("{verb}.log"))).await.map(|_| None)
 }
 
 /// Run a step in the guest; its output goes to `log` in the run directory. A
@@ -181,6 +186,8 @@ pub struct CloudValues {
     pub physical_network: String,
     pub floating_prefix: u8,
     pub public_gateway: Ipv4Addr,
+    /// `Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE` ("True" or "False").
+    pub assign_gateway: String,
     /// The router's gateway address: the first of the allocation pool.
     pub router_gw_ip: Ipv4Addr,
     /// The instance's floating IP: the next one.
@@ -237,6 +244,7 @@ impl CloudValues {
             physical_network: physnet.into(),
             floating_prefix: floating.prefix_len(),
             public_gateway: parsed(&eff, "PUBLIC_NETWORK_GATEWAY", "an IPv4 address")?,
+            assign_gateway: value(&eff, "Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE")?,
             router_gw_ip: pool_start,
             floating_ip: Ipv4Addr::from(u32::from(pool_start) + 1),
             fixed_ip: Ipv4Addr::from(u32::from(network_gateway) + 4),

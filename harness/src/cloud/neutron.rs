@@ -9,7 +9,7 @@
 use super::{guest_step, Cloud, CloudError, CloudValues, Deployed, Needs, Site};
 use crate::exec::Cmd;
 use crate::localconf::{self, effective::Effective, neutron_files};
-use crate::scenario::{CheckKind, CloudAction, CloudKind, Plan};
+use crate::scenario::{CloudAction, CloudKind};
 use crate::scripts::{script, GUEST_PROBE};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,16 +26,6 @@ const AGENTS_TIMEOUT: Duration = Duration::from_secs(1800);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Neutron;
-
-/// What neutron.sh is rendered with.
-#[derive(Serialize)]
-struct ScriptValues {
-    public_interface: String,
-    ovs_physical_bridge: String,
-    public_gateway: Ipv4Addr,
-    floating_prefix: u8,
-    assign_gateway: String,
-}
 
 /// `create_neutron_initial_network`'s inputs (lib/neutron_plugins/services/l3).
 #[derive(Serialize)]
@@ -85,46 +75,6 @@ pub struct Lease {
 #[derive(Deserialize)]
 struct FloatingIp {
     floating_ip: Ipv4Addr,
-}
-
-/// A security-group rule for the neutron API.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Rule {
-    pub direction: &'static str,
-    pub protocol: Option<&'static str>,
-    pub port_range_min: Option<u16>,
-    pub port_range_max: Option<u16>,
-    pub remote_ip_prefix: Option<String>,
-}
-
-/// The instance's rules when the scenario declares none, as Tempest's scenario
-/// tests give theirs: egress open, ingress ICMP and SSH, plus each port a check
-/// probes.
-pub fn default_rules(plan: &Plan) -> Vec<Rule> {
-    let rule = |protocol: &'static str, port: Option<u16>| Rule {
-        direction: "ingress",
-        protocol: Some(protocol),
-        port_range_min: port,
-        port_range_max: port,
-        remote_ip_prefix: Some("0.0.0.0/0".into()),
-    };
-    let mut rules = vec![
-        Rule { direction: "egress", protocol: None, port_range_min: None, port_range_max: None, remote_ip_prefix: None },
-        rule("icmp", None),
-        rule("tcp", Some(22)),
-    ];
-    for c in &plan.checks {
-        let proto = match c.kind {
-            CheckKind::Tcp | CheckKind::Http => "tcp",
-            CheckKind::Udp => "udp",
-            CheckKind::Icmp => continue,
-        };
-        let r = rule(proto, c.port);
-        if !rules.contains(&r) {
-            rules.push(r);
-        }
-    }
-    rules
 }
 
 /// The instance's name in Neutron and its namespace in the guest.
@@ -177,16 +127,9 @@ impl Cloud for Neutron {
             site.keep_rendered(name, &text)?;
             site.guest.upload(text.as_bytes(), f.path, 0o644).await?;
         }
-        let values = ScriptValues {
-            public_interface: v.public_interface.clone(),
-            ovs_physical_bridge: v.ovs_physical_bridge.clone(),
-            public_gateway: v.public_gateway,
-            floating_prefix: v.floating_prefix,
-            assign_gateway: eff.get("Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE").unwrap_or("True").to_owned(),
-        };
         let text = site
             .renderer
-            .render_extra(crate::render::NEUTRON, site.plan, &values)
+            .render_extra(crate::render::NEUTRON, site.plan, &v)
             .map_err(|e| CloudError::Template("neutron.sh".into(), e.to_string()))?;
         site.keep_rendered("neutron.sh", &text)?;
         site.guest.upload(text.as_bytes(), SCRIPT, 0o755).await?;
@@ -244,7 +187,7 @@ impl Cloud for Neutron {
 
         // The instance: a bound port, plugged and addressed by DHCP.
         let instance = instance_name(site.run_id);
-        let rules = default_rules(site.plan);
+        let rules = site.plan.security_group();
         site.guest.upload(&serde_json::to_vec(&rules).expect("serializable"), RULES, 0o644).await?;
         let port: Port =
             json_step(site, "neutron port", &[API, "instance", &instance, &nets.private_network_id, RULES], CHANGE_TIMEOUT).await?;
@@ -273,7 +216,19 @@ impl Cloud for Neutron {
         .await?;
         let _ = std::fs::write(site.log("dhcp-lease.json"), serde_json::to_vec_pretty(&lease).expect("serializable"));
 
+        let version =
+            site.guest.run(&Cmd::new(["dpkg-query", "-W", "-f", "${Version}", "python3-neutron"]).timeout(Duration::from_secs(60))).await?;
+        let facts = [
+            ("neutron_version", serde_json::json!(version.stdout.trim())),
+            ("dhcp_lease", serde_json::to_value(&lease).expect("serializable")),
+            ("security_group", serde_json::to_value(&rules).expect("serializable")),
+            ("agents", agents),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         Ok(Deployed {
+            facts,
             floating_ip: fip.floating_ip,
             fixed_ip: lease.ip,
             network_gateway: lease.router,
@@ -295,7 +250,7 @@ impl Cloud for Neutron {
 
     /// Through the API, then wait until the L3 agent has applied it (Neutron
     /// applies it asynchronously); how long that took is in the step's log.
-    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<(), CloudError> {
+    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {
         let instance = instance_name(site.run_id);
         let verb = super::fip_verb(action);
         #[derive(Deserialize)]
@@ -304,36 +259,21 @@ impl Cloud for Neutron {
             fixed_ip: Ipv4Addr,
         }
         let changed: Changed = json_step(site, verb, &[API, verb, &instance], CHANGE_TIMEOUT).await?;
+        let changed_at = std::time::Instant::now();
         let want = match action {
             CloudAction::FipAssociate => "present",
             CloudAction::FipDisassociate => "absent",
         };
         let (fip, fixed) = (changed.floating_ip.to_string(), changed.fixed_ip.to_string());
-        let took: serde_json::Value = json_step(
+        let _: serde_json::Value = json_step(
             site,
             &format!("{verb} applied"),
             &[SCRIPT, "wait-fip", &fip, &fixed, want, &CHANGE_TIMEOUT.as_secs().to_string()],
             CHANGE_TIMEOUT + Duration::from_secs(30),
         )
         .await?;
-        site.progress.message(&format!("neutron: {verb} took effect in the router after {took}"));
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_rules_open_what_the_checks_probe() {
-        let plan = crate::scenario::load(std::path::Path::new("../scenarios/floating-ip-ingress.toml")).expect("scenario");
-        let rules = default_rules(&plan);
-        assert_eq!(rules[0].direction, "egress");
-        assert!(rules.iter().any(|r| r.protocol == Some("icmp") && r.direction == "ingress"));
-        assert!(rules.iter().any(|r| r.protocol == Some("tcp") && r.port_range_min == Some(22)));
-        // No duplicates when a check probes SSH as well.
-        let ssh = rules.iter().filter(|r| r.protocol == Some("tcp") && r.port_range_min == Some(22)).count();
-        assert_eq!(ssh, 1, "{rules:?}");
+        let took = changed_at.elapsed().as_secs_f64();
+        site.progress.message(&format!("neutron: {verb} took effect in the router {took:.1} s after the API call"));
+        Ok(Some((took * 10.0).round() / 10.0))
     }
 }

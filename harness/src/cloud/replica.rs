@@ -49,10 +49,11 @@ impl Cloud for Replica {
                 .into_iter()
                 .chain([(site.run_id.to_owned(), "<run>".to_owned())])
                 .collect(),
+            facts: Default::default(),
         })
     }
 
-    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<(), CloudError> {
+    async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {
         script_fip(site, SCRIPT, action).await
     }
 }

@@ -24,7 +24,35 @@ pub fn normalize_state(raw: &str, run_id: &str, d: &Deployed) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     }
-    out
+    stable_names(&out)
+}
+
+/// Ids the cloud chose that no [`Deployed`] names (Neutron's UUIDs, the DHCP
+/// port's device, MACs): each becomes a numbered tag by order of first
+/// appearance, so two runs of one scenario compare equal.
+fn stable_names(text: &str) -> String {
+    static PATTERNS: std::sync::LazyLock<[(regex::Regex, &str); 3]> = std::sync::LazyLock::new(|| {
+        let re = |s: &str| regex::Regex::new(s).expect("valid pattern");
+        [
+            (re(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "uuid"),
+            // Neutron's device names: a prefix and the port id's first 11 characters.
+            (re(r"\b(?:tap|qr-|qg-|qvo|qvb|qbr|sg-|fpr-|rfp-)[0-9a-f]{8}-[0-9a-f]{2}\b"), "dev"),
+            (re(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b"), "mac"),
+        ]
+    });
+    let mut text = text.to_owned();
+    for (re, tag) in PATTERNS.iter() {
+        let mut seen: Vec<String> = Vec::new();
+        for m in re.find_iter(&text) {
+            if !seen.iter().any(|s| s == m.as_str()) {
+                seen.push(m.as_str().to_owned());
+            }
+        }
+        for (i, s) in seen.iter().enumerate() {
+            text = text.replace(s.as_str(), &format!("<{tag}-{}>", i + 1));
+        }
+    }
+    text
 }
 
 /// The part of a result that a snapshot records: no timings, ids or machine facts.
@@ -77,6 +105,12 @@ pub fn write_sections(text: &str, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_the_cloud_chose_get_stable_names() {
+        let raw = "qrouter-caa81d67-72ed-4c07-bfd0-629d6e579010 tap0da2893a-f4 fa:16:3e:96:79:df\nagain caa81d67-72ed-4c07-bfd0-629d6e579010 tap1111aaaa-bb\n";
+        assert_eq!(stable_names(raw), "qrouter-<uuid-1> <dev-1> <mac-1>\nagain <uuid-1> <dev-2>\n");
+    }
 
     #[test]
     fn sections_stay_inside_their_directory() {

@@ -47,6 +47,9 @@ pub struct ScenarioResult {
     pub flaky: bool,
     /// Booted cold, saved as a prepared state, or restored from one.
     pub start: super::StartInfo,
+    /// What the cloud said about itself ([`Deployed::facts`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cloud_facts: BTreeMap<String, serde_json::Value>,
     /// The comparison with the stored snapshot, when `harness run` made one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<crate::snapshot::SnapshotOutcome>,
@@ -172,10 +175,12 @@ async fn add_forwards(vm: &Vm<'_>, plan: &Plan, d: &Deployed) -> Result<(), Runn
 async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>) -> Result<Vec<CheckResult>, RunnerError> {
     let mut done = Vec::new();
     for c in &plan.checks {
+        let mut before_took_s = None;
         if let Some(action) = c.before {
-            vm.cloud.floating_ip(&vm.site(plan), action).await?;
+            before_took_s = vm.cloud.floating_ip(&vm.site(plan), action).await?;
         }
-        let r = checks::run_check(c, plan, d, probes).await;
+        let mut r = checks::run_check(c, plan, d, probes).await;
+        r.before_took_s = before_took_s;
         vm.progress.phase(&format!(
             "{}: {} {}: {:?} ({})",
             plan.name,
@@ -287,6 +292,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
             attempts: 1,
             flaky: false,
             start: Default::default(),
+            cloud_facts: d.facts.clone(),
             snapshot: None,
             state,
         };

@@ -46,6 +46,7 @@ impl Default for World {
             vm: Default::default(),
             forwards: vec![],
             checks: vec![],
+            security_group_rules: vec![],
         };
         let mut v = Validator::default();
         let world = v.world(&file);
@@ -161,6 +162,63 @@ pub struct Plan {
     pub vm: VmSpec,
     pub forwards: Vec<Forward>,
     pub checks: Vec<Check>,
+    /// The instance's security-group rules as declared; None: the default
+    /// ([`Plan::security_group`]).
+    pub security_group_rules: Option<Vec<SecurityGroupRule>>,
+}
+
+/// A validated security-group rule (Neutron's fields; None is "any").
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SecurityGroupRule {
+    pub direction: &'static str,
+    pub protocol: Option<&'static str>,
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    pub remote_ip_prefix: Option<String>,
+}
+
+impl Plan {
+    /// The instance's rules: the declared ones, else egress open and ingress ICMP,
+    /// SSH and every port a check or a forward reaches the instance on from
+    /// outside (what Tempest's scenario tests open).
+    pub fn security_group(&self) -> Vec<SecurityGroupRule> {
+        if let Some(r) = &self.security_group_rules {
+            return r.clone();
+        }
+        let any = Some("0.0.0.0/0".to_owned());
+        let ingress = |protocol: &'static str, port: Option<u16>| SecurityGroupRule {
+            direction: "ingress",
+            protocol: Some(protocol),
+            port_range_min: port,
+            port_range_max: port,
+            remote_ip_prefix: any.clone(),
+        };
+        let mut rules = vec![
+            SecurityGroupRule { direction: "egress", protocol: None, port_range_min: None, port_range_max: None, remote_ip_prefix: None },
+            ingress("icmp", None),
+            ingress("tcp", Some(22)),
+        ];
+        let to_instance = self.checks.iter().filter(|c| c.from != Endpoint::Instance && c.to == Target::FloatingIp);
+        let ports = to_instance
+            .filter_map(|c| match c.kind {
+                CheckKind::Tcp | CheckKind::Http => Some(("tcp", c.port)),
+                CheckKind::Udp => Some(("udp", c.port)),
+                CheckKind::Icmp => None,
+            })
+            .chain(
+                self.forwards
+                    .iter()
+                    .filter(|f| f.to == Target::FloatingIp)
+                    .map(|f| (if f.protocol == "udp" { "udp" } else { "tcp" }, Some(f.port))),
+            );
+        for (proto, port) in ports {
+            let r = ingress(proto, port);
+            if !rules.contains(&r) {
+                rules.push(r);
+            }
+        }
+        rules
+    }
 }
 
 /// The JSON Schema of scenario files (`harness schema scenario`), generated from
@@ -617,6 +675,11 @@ impl Validator {
                 );
             }
         }
+        let security_group_rules = if f.security_group_rules.is_empty() {
+            None
+        } else {
+            Some(f.security_group_rules.iter().enumerate().filter_map(|(i, r)| self.security_group_rule(i, r)).collect())
+        };
         let world = world?;
         Some(Plan {
             name,
@@ -637,7 +700,59 @@ impl Validator {
             vm: f.vm.clone(),
             forwards,
             checks,
+            security_group_rules,
         })
+    }
+
+    fn security_group_rule(&mut self, idx: usize, r: &model::SecurityGroupRuleSpec) -> Option<SecurityGroupRule> {
+        let at = |key: &str| vec![PathSeg::key("security_group_rule"), PathSeg::Index(idx), PathSeg::key(key)];
+        let direction = match r.direction.as_str() {
+            "ingress" => "ingress",
+            "egress" => "egress",
+            other => {
+                self.fail(at("direction"), format!("expected ingress or egress, found {other:?}"));
+                return None;
+            }
+        };
+        let protocol = match r.protocol.as_deref() {
+            None => None,
+            Some("icmp") => Some("icmp"),
+            Some("tcp") => Some("tcp"),
+            Some("udp") => Some("udp"),
+            Some(other) => {
+                self.fail(at("protocol"), format!("expected icmp, tcp or udp (or no protocol: any), found {other:?}"));
+                return None;
+            }
+        };
+        let (min, max) = match (r.port, r.port_range_min, r.port_range_max) {
+            (Some(p), None, None) => (Some(p), Some(p)),
+            (None, min, max) => (min.or(max), max.or(min)),
+            _ => {
+                self.fail(at("port"), "expected either `port` or `port_range_min`/`port_range_max`, not both");
+                return None;
+            }
+        };
+        if min.is_some() && !matches!(protocol, Some("tcp" | "udp")) {
+            self.fail(at("port"), "expected ports only with protocol tcp or udp");
+            return None;
+        }
+        if let (Some(a), Some(b)) = (min, max) {
+            if a == 0 || a > b {
+                self.fail(at("port_range_min"), format!("expected 1 <= port_range_min <= port_range_max, found {a}..{b}"));
+                return None;
+            }
+        }
+        let remote_ip_prefix = match &r.remote_ip_prefix {
+            Some(p) => match p.parse::<Ipv4Net>() {
+                Ok(n) => Some(n.to_string()),
+                Err(_) => {
+                    self.fail(at("remote_ip_prefix"), format!("expected an IPv4 CIDR such as 0.0.0.0/0, found {p:?}"));
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some(SecurityGroupRule { direction, protocol, port_range_min: min, port_range_max: max, remote_ip_prefix })
     }
 }
 

@@ -35,6 +35,33 @@ pub struct ScenarioFile {
     pub forwards: Vec<ForwardSpec>,
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckSpec>,
+    /// The instance's security group (neutron cloud). None declared: egress open,
+    /// ingress ICMP, SSH and each port the checks probe from outside, as Tempest's
+    /// scenario tests have it.
+    #[serde(default, rename = "security_group_rule")]
+    pub security_group_rules: Vec<SecurityGroupRuleSpec>,
+}
+
+/// One rule of the instance's security group, in Neutron's terms.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRuleSpec {
+    #[serde(default = "default_direction")]
+    #[schemars(extend("enum" = ["ingress", "egress"]))]
+    pub direction: String,
+    /// Any protocol when absent.
+    #[schemars(extend("enum" = ["icmp", "tcp", "udp"]))]
+    pub protocol: Option<String>,
+    /// One port (tcp or udp); or `port_range_min` and `port_range_max`.
+    pub port: Option<u16>,
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    /// A CIDR; any address when absent.
+    pub remote_ip_prefix: Option<String>,
+}
+
+fn default_direction() -> String {
+    "ingress".into()
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
