@@ -4,7 +4,7 @@
 devstack-harness runs it in the guest (host and instance namespaces) and in its
 own internet namespace, so that every check is made and read the same way.
 
-  probe.py icmp TARGET TIMEOUT
+  probe.py icmp TARGET TIMEOUT [SIZE df|fragment]
   probe.py tcp|udp|http TARGET PORT TIMEOUT [SOURCE]
 """
 import json
@@ -19,11 +19,16 @@ def out(outcome, detail):
     sys.exit(0)
 
 
-def icmp(target, timeout):
+def icmp(target, timeout, size=None, df=False):
     deadline = time.time() + timeout
     last = ""
+    extra = []
+    if size is not None:
+        extra += ["-s", str(size)]
+    if df:
+        extra += ["-M", "do"]
     while time.time() < deadline:
-        p = subprocess.run(["ping", "-n", "-c", "1", "-W", "1", target], capture_output=True, text=True)
+        p = subprocess.run(["ping", "-n", "-c", "1", "-W", "1"] + extra + [target], capture_output=True, text=True)
         last = (p.stdout + p.stderr).strip().splitlines()
         if p.returncode == 0:
             rtt = [l for l in last if "time=" in l]
@@ -84,7 +89,8 @@ def udp(target, port, timeout, source):
 def main(argv):
     kind, target = argv[1], argv[2]
     if kind == "icmp":
-        icmp(target, float(argv[3]))
+        size = int(argv[4]) if len(argv) > 4 else None
+        icmp(target, float(argv[3]), size, len(argv) > 5 and argv[5] == "df")
     port, timeout = int(argv[3]), float(argv[4])
     source = argv[5] if len(argv) > 5 else None
     if kind == "udp":

@@ -3,7 +3,7 @@
 # as one JSON line like probe.py's: {"outcome": ..., "detail": ...}. The devstack
 # cloud runs it inside the instance over SSH.
 #
-#   probe.sh icmp TARGET TIMEOUT
+#   probe.sh icmp TARGET TIMEOUT [SIZE]
 #   probe.sh tcp|udp|http TARGET PORT TIMEOUT
 
 out() {
@@ -18,6 +18,8 @@ kind=$1
 target=$2
 if [ "$kind" = icmp ]; then
     timeout=${3%.*}
+    # busybox's ping takes a size but cannot set Don't Fragment.
+    size=${4:-56}
 else
     port=$3
     timeout=${4%.*}
@@ -27,7 +29,7 @@ last=""
 while [ "$(now)" -lt "$deadline" ]; do
     case $kind in
         icmp)
-            if last=$(ping -c 1 -W 1 "$target" 2>&1); then
+            if last=$(ping -c 1 -W 1 -s "$size" "$target" 2>&1); then
                 out reachable "$(echo "$last" | grep 'time=' | head -n1)"
             fi
             ;;

@@ -86,6 +86,10 @@ fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String
     if let (Some(s), true) = (source, c.port.is_some()) {
         a.push(s.to_string());
     }
+    if c.kind == CheckKind::Icmp && (c.size.is_some() || c.dont_fragment) {
+        a.push(c.size.unwrap_or(56).to_string());
+        a.push(if c.dont_fragment { "df" } else { "fragment" }.into());
+    }
     a
 }
 
@@ -164,7 +168,20 @@ mod tests {
     }
 
     fn check(from: Endpoint, to: Target, kind: CheckKind, port: Option<u16>, seen_as: Option<Target>) -> Check {
-        Check { name: "c".into(), kind, from, to, port, expect: Expect::Reachable, seen_as, timeout_s: 3.0, before: None, line: 7 }
+        Check {
+            name: "c".into(),
+            kind,
+            from,
+            to,
+            port,
+            expect: Expect::Reachable,
+            seen_as,
+            timeout_s: 3.0,
+            size: None,
+            dont_fragment: false,
+            before: None,
+            line: 7,
+        }
     }
 
     #[tokio::test]

@@ -370,6 +370,7 @@ mod tests {
             cloud_facts: Default::default(),
             snapshot: None,
             state: String::new(),
+            volatile_names: vec![],
         };
         let summary = Summary {
             scenarios: vec![r],

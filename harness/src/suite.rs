@@ -109,7 +109,16 @@ pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// The scenario files named, or all of scenarios/.
 pub fn scenario_paths(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, Error> {
     if !paths.is_empty() {
-        return Ok(paths);
+        // A directory stands for its scenario files (`harness run scenarios/neutron`).
+        let mut out = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                out.extend(toml_files(&p).map_err(|e| Error::Input { path: p.clone(), message: e.to_string() })?);
+            } else {
+                out.push(p);
+            }
+        }
+        return Ok(out);
     }
     let dir = Path::new("scenarios");
     toml_files(dir)

@@ -29,6 +29,10 @@ unit() {
 }
 
 services() {
+    # sudo (rootwrap, privsep) resolves this host's name on every call: without
+    # an /etc/hosts entry, each waits for DNS to time out (cloud images get one
+    # from cloud-init's update_etc_hosts, which this image does not run).
+    grep -qw "$(hostname)" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
     host_steps
     install -d -o neutron -g neutron /var/lib/neutron /var/lib/neutron/lock /var/log/neutron
     local cf=(--config-file /etc/neutron/neutron.conf)

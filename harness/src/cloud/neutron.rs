@@ -240,6 +240,11 @@ impl Cloud for Neutron {
                 (nets.int_port_id[..11].to_owned(), "<int-port>"),
                 (port.port_id[..11].to_owned(), "<vm-port>"),
                 (port.mac, "<vm-mac>"),
+                // Neutron's IPAM picks these at random in their ranges.
+                (fip.floating_ip.to_string(), "<floating-ip>"),
+                (lease.ip.to_string(), "<fixed-ip>"),
+                (lease.server.to_string(), "<dhcp-server>"),
+                (nets.router_gw_ip.to_string(), "<router-gw-ip>"),
                 (site.run_id.to_owned(), "<run>"),
             ]
             .into_iter()

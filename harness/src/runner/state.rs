@@ -17,14 +17,26 @@ pub fn normalize_state(raw: &str, run_id: &str, d: &Deployed) -> String {
         if l.starts_with(':') {
             l = l.split(" [").next().unwrap_or(&l).to_owned();
         }
-        for (id, tag) in &d.volatile_names {
-            l = l.replace(id.as_str(), tag);
-        }
-        l = l.replace(run_id, "<run>");
+        l = replace_names(&l, &d.volatile_names).replace(run_id, "<run>");
         out.push_str(l.trim_end());
         out.push('\n');
     }
     stable_names(&out)
+}
+
+/// Each run-to-run name replaced by its tag; an address only as a whole address
+/// (10.0.0.1 is not replaced inside 10.0.0.17).
+pub fn replace_names(text: &str, names: &[(String, String)]) -> String {
+    let mut text = text.to_owned();
+    for (id, tag) in names {
+        if id.parse::<std::net::Ipv4Addr>().is_ok() {
+            let re = regex::Regex::new(&format!(r"\b{}\b", regex::escape(id))).expect("an escaped address");
+            text = re.replace_all(&text, tag.as_str()).into_owned();
+        } else {
+            text = text.replace(id.as_str(), tag);
+        }
+    }
+    text
 }
 
 /// Ids the cloud chose that no [`Deployed`] names (Neutron's UUIDs, the DHCP
@@ -72,9 +84,33 @@ pub fn snapshot_text(r: &ScenarioResult) -> String {
             if c.passed { "pass" } else { "FAIL" }
         ));
     }
+    // What the cloud says it did, where it says (neutron): the lease the instance
+    // got from dnsmasq and the security group in force.
+    if let Some(l) = r.cloud_facts.get("dhcp_lease") {
+        s.push_str(&format!(
+            "\n## instance address\nDHCP lease from {} (Neutron's dnsmasq): {}/{} router {} mtu {}\n",
+            l["server"].as_str().unwrap_or("?"),
+            l["ip"].as_str().unwrap_or("?"),
+            l["prefix"],
+            l["router"].as_str().unwrap_or("?"),
+            l["mtu"]
+        ));
+    }
+    if let Some(serde_json::Value::Array(rules)) = r.cloud_facts.get("security_group") {
+        s.push_str("\n## security group\n");
+        for rule in rules {
+            let text = |k: &str| rule[k].as_str().map(str::to_owned).unwrap_or_else(|| "any".into());
+            let ports = match (rule["port_range_min"].as_u64(), rule["port_range_max"].as_u64()) {
+                (Some(a), Some(b)) if a == b => format!(" port {a}"),
+                (Some(a), Some(b)) => format!(" ports {a}-{b}"),
+                _ => String::new(),
+            };
+            s.push_str(&format!("- {} {}{ports} remote {}\n", text("direction"), text("protocol"), text("remote_ip_prefix")));
+        }
+    }
     s.push_str("\n## guest state\n");
     s.push_str(&r.state);
-    s
+    replace_names(&s, &r.volatile_names)
 }
 
 /// Split the guest's diagnostics ("=== FILE ===" sections) into files under `dir`.
@@ -110,6 +146,8 @@ mod tests {
     fn ids_the_cloud_chose_get_stable_names() {
         let raw = "qrouter-caa81d67-72ed-4c07-bfd0-629d6e579010 tap0da2893a-f4 fa:16:3e:96:79:df\nagain caa81d67-72ed-4c07-bfd0-629d6e579010 tap1111aaaa-bb\n";
         assert_eq!(stable_names(raw), "qrouter-<uuid-1> <dev-1> <mac-1>\nagain <uuid-1> <dev-2>\n");
+        let names = [("10.0.0.1".to_owned(), "<gw>".to_owned())];
+        assert_eq!(replace_names("via 10.0.0.1 src 10.0.0.17 10.0.0.1/24", &names), "via <gw> src 10.0.0.17 <gw>/24");
     }
 
     #[test]

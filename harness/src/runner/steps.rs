@@ -57,6 +57,9 @@ pub struct ScenarioResult {
     /// normalized so that two runs of one scenario compare equal.
     #[serde(skip)]
     pub state: String,
+    /// What the snapshot replaces ([`Deployed::volatile_names`]).
+    #[serde(skip)]
+    pub volatile_names: Vec<(String, String)>,
 }
 
 /// What the scenarios of a group share once the VM is up.
@@ -295,6 +298,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
             cloud_facts: d.facts.clone(),
             snapshot: None,
             state,
+            volatile_names: d.volatile_names.clone(),
         };
         let _ = std::fs::write(vm.log(&format!("result-{}.json", plan.name)), serde_json::to_vec_pretty(&result).expect("serializable"));
         // What the snapshot of this scenario compares (snapshots/scenarios/NAME.snap).

@@ -133,6 +133,9 @@ pub struct Check {
     pub expect: Expect,
     pub seen_as: Option<Target>,
     pub timeout_s: f64,
+    /// ICMP payload bytes and Don't Fragment (icmp checks only).
+    pub size: Option<u16>,
+    pub dont_fragment: bool,
     /// The line of its `[[check]]` in the scenario file (for annotations).
     pub line: usize,
 }
@@ -585,6 +588,15 @@ impl Validator {
                 None
             }
         };
+        if (c.size.is_some() || c.dont_fragment) && kind != CheckKind::Icmp {
+            self.fail(
+                at(if c.size.is_some() { "size" } else { "dont_fragment" }),
+                "expected `size` and `dont_fragment` only on an icmp check",
+            );
+        }
+        if c.size.is_some_and(|s| s > 65507) {
+            self.fail(at("size"), format!("expected an ICMP payload of at most 65507 bytes, found {}", c.size.unwrap_or(0)));
+        }
         let timeout_s = c.timeout_s.unwrap_or(10.0);
         if !(timeout_s > 0.0 && timeout_s <= 600.0) {
             self.fail(at("timeout_s"), format!("expected a timeout between 0 and 600 seconds, found {timeout_s}"));
@@ -594,7 +606,20 @@ impl Validator {
             let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
             format!("{} {} -> {}{port}", c.kind, c.from, c.to)
         });
-        Some(Check { before, name, kind, from, to, port: c.port, expect, seen_as, timeout_s, line: 0 })
+        Some(Check {
+            before,
+            name,
+            kind,
+            from,
+            to,
+            port: c.port,
+            expect,
+            seen_as,
+            timeout_s,
+            size: c.size,
+            dont_fragment: c.dont_fragment,
+            line: 0,
+        })
     }
 
     fn plan(&mut self, path: &Path, f: &ScenarioFile) -> Option<Plan> {

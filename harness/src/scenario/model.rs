@@ -301,6 +301,12 @@ pub struct CheckSpec {
     pub seen_as: Option<String>,
     /// Seconds the probe may take (default 10).
     pub timeout_s: Option<f64>,
+    /// ICMP payload bytes (`ping -s`); 56 when absent.
+    pub size: Option<u16>,
+    /// Set Don't Fragment (`ping -M do`): a packet larger than the path's MTU is
+    /// not fragmented but lost, so `size` tests the MTU.
+    #[serde(default)]
+    pub dont_fragment: bool,
     /// A cloud action taken just before the check: `fip_disassociate` or `fip_associate`.
     #[schemars(extend("enum" = ["fip_disassociate", "fip_associate"]))]
     pub before: Option<String>,
