@@ -10,7 +10,7 @@ Every command prints one JSON object on stdout; errors go to stderr, exit 1.
   neutron-api.py initial-networks SPEC.json   DevStack's create_neutron_initial_network
   neutron-api.py instance NAME NET SG.json    a port for a fake instance, bound to this host
   neutron-api.py fip-create PORT EXT_NET      a floating IP on the instance's port
-  neutron-api.py fip-associate NAME | fip-disassociate NAME   the instance's floating IP
+  neutron-api.py fip-associate | fip-disassociate   the instance's floating IP
   neutron-api.py wait-port PORT STATUS TIMEOUT
 """
 import json
@@ -158,9 +158,14 @@ def fip_create(port_id, ext_net):
     out({"floating_ip_id": fip["id"], "floating_ip": fip["floating_ip_address"]})
 
 
-def fip_set(name, associate):
-    port = find("port", name)
-    fip = call("GET", "/floatingips?description=%s" % name)["floatingips"][0]
+def fip_set(associate):
+    """The cloud's one floating IP, to or from the port it was made for (its
+    description names the port: a restored VM's run id is not the builder's)."""
+    fips = call("GET", "/floatingips")["floatingips"]
+    if len(fips) != 1:
+        sys.exit("expected the cloud's one floating IP, found %d" % len(fips))
+    fip = fips[0]
+    port = find("port", fip["description"])
     body = {"port_id": port["id"] if associate else None}
     fip = call("PUT", "/floatingips/%s" % fip["id"], {"floatingip": body}, who=DEMO)["floatingip"]
     out({"floating_ip": fip["floating_ip_address"], "fixed_ip": port["fixed_ips"][0]["ip_address"], "port_id": fip["port_id"]})
@@ -183,7 +188,7 @@ def main(argv):
     cmds = {
         "wait-agents": wait_agents, "initial-networks": initial_networks, "instance": instance,
         "fip-create": fip_create, "wait-port": wait_port,
-        "fip-associate": lambda name: fip_set(name, True), "fip-disassociate": lambda name: fip_set(name, False),
+        "fip-associate": lambda: fip_set(True), "fip-disassociate": lambda: fip_set(False),
     }
     if len(argv) < 2 or argv[1] not in cmds:
         sys.exit(__doc__)

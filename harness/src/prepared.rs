@@ -77,9 +77,10 @@ pub fn root() -> PathBuf {
     std::env::var_os("HARNESS_STATES_DIR").map(PathBuf::from).unwrap_or_else(|| crate::image::cache_root().join("states"))
 }
 
-/// The cache's size limit: `$HARNESS_STATES_MAX_MIB`, else 4 GiB.
+/// The cache's size limit: `$HARNESS_STATES_MAX_MIB`, else 8 GiB (a neutron
+/// cloud's state is 1-2.5 GB).
 pub fn max_bytes() -> u64 {
-    std::env::var("HARNESS_STATES_MAX_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(4096) * 1024 * 1024
+    std::env::var("HARNESS_STATES_MAX_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(8192) * 1024 * 1024
 }
 
 fn now() -> u64 {

@@ -29,9 +29,8 @@ unit() {
 }
 
 services() {
-    # sudo (rootwrap, privsep) resolves this host's name on every call: without
-    # an /etc/hosts entry, each waits for DNS to time out (cloud images get one
-    # from cloud-init's update_etc_hosts, which this image does not run).
+    # sudo (rootwrap, privsep) resolves this host's name on every call; the
+    # seed's /etc/hosts names it, and a run from another seed must too.
     grep -qw "$(hostname)" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
     host_steps
     install -d -o neutron -g neutron /var/lib/neutron /var/lib/neutron/lock /var/log/neutron

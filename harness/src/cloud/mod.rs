@@ -124,6 +124,12 @@ pub trait Cloud: Send + Sync {
         Ok(())
     }
 
+    /// After the VM was restored from a prepared state: wait until the cloud
+    /// answers as it did when saved.
+    async fn resumed(&self, _site: &Site<'_>) -> Result<(), CloudError> {
+        Ok(())
+    }
+
     /// Build the cloud and its one instance with a floating IP.
     async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError>;
 

@@ -253,17 +253,25 @@ impl Cloud for Neutron {
         })
     }
 
+    /// A restored VM's agents last reported before the save: wait until the API
+    /// sees them alive again (within their report interval), so that changes
+    /// reach them.
+    async fn resumed(&self, site: &Site<'_>) -> Result<(), CloudError> {
+        let _: serde_json::Value =
+            json_step(site, "neutron agents after restore", &[API, "wait-agents", "300"], Duration::from_secs(360)).await?;
+        Ok(())
+    }
+
     /// Through the API, then wait until the L3 agent has applied it (Neutron
     /// applies it asynchronously); how long that took is in the step's log.
     async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {
-        let instance = instance_name(site.run_id);
         let verb = super::fip_verb(action);
         #[derive(Deserialize)]
         struct Changed {
             floating_ip: Ipv4Addr,
             fixed_ip: Ipv4Addr,
         }
-        let changed: Changed = json_step(site, verb, &[API, verb, &instance], CHANGE_TIMEOUT).await?;
+        let changed: Changed = json_step(site, verb, &[API, verb], CHANGE_TIMEOUT).await?;
         let changed_at = std::time::Instant::now();
         let want = match action {
             CloudAction::FipAssociate => "present",

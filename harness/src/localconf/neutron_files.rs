@@ -141,10 +141,13 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         v("Q_ML2_PLUGIN_EXT_DRIVERS")
     };
     iniset(&mut ml2, "ml2", "extension_drivers", &ext);
+    // DevStack's Zed branch, which matches the image's Neutron 21: the option is
+    // `tenant_network_types` there (master writes `project_network_types`, which
+    // Neutron 21 does not know and would silently ignore, leaving "local").
     if tenant_type != "local" {
-        iniset(&mut ml2, "ml2", "project_network_types", &tenant_type);
+        iniset(&mut ml2, "ml2", "tenant_network_types", &tenant_type);
     } else if v("ENABLE_TENANT_TUNNELS") == "True" {
-        iniset(&mut ml2, "ml2", "project_network_types", "gre");
+        iniset(&mut ml2, "ml2", "tenant_network_types", "gre");
     }
     let ranges = v("TENANT_TUNNEL_RANGES");
     iniset(&mut ml2, "ml2_type_gre", "tunnel_id_ranges", &ranges);
@@ -259,7 +262,7 @@ mod tests {
     fn devstack_values_land_where_devstack_writes_them() {
         let f = files("[[local|localrc]]\nHOST_IP=192.168.0.10\nQ_AGENT=openvswitch\nQ_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch\nQ_ML2_TENANT_NETWORK_TYPE=vxlan\nOVS_BRIDGE_MAPPINGS=public:br-ex\n");
         assert_eq!(f.get(ML2_CONF, "ml2", "mechanism_drivers"), Some("openvswitch"));
-        assert_eq!(f.get(ML2_CONF, "ml2", "project_network_types"), Some("vxlan"));
+        assert_eq!(f.get(ML2_CONF, "ml2", "tenant_network_types"), Some("vxlan"));
         assert_eq!(f.get(ML2_CONF, "ml2_type_vxlan", "vni_ranges"), Some("1:1000"));
         assert_eq!(f.get(ML2_CONF, "ovs", "bridge_mappings"), Some("public:br-ex"));
         assert_eq!(f.get(ML2_CONF, "ovs", "local_ip"), Some("192.168.0.10"));

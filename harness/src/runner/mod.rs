@@ -198,13 +198,21 @@ async fn run_group_in(
     };
     let (prepared, start) = match &booted.start {
         boot::Start::Cold => (None, StartInfo { kind: "cold", key: None }),
-        boot::Start::Restored(e) => (
-            Some(steps::Prepared { deployed: e.meta.deployed.clone(), host_recipe_s: 0.0, cloud_s: 0.0 }),
-            StartInfo { kind: "restored", key: Some(e.meta.key.clone()) },
-        ),
+        boot::Start::Restored(e) => {
+            let t = Instant::now();
+            cloud.resumed(&vm.site(first)).await?;
+            (
+                Some(steps::Prepared { deployed: e.meta.deployed.clone(), host_recipe_s: 0.0, cloud_s: t.elapsed().as_secs_f64() }),
+                StartInfo { kind: "restored", key: Some(e.meta.key.clone()) },
+            )
+        }
         boot::Start::Saveable { key, inputs, qmp_socket, seed, client_private_key } => {
             let p = steps::prepare(first, &vm).await?;
             let t = Instant::now();
+            // The page cache is memory the state would carry for nothing (a
+            // neutron guest's state halves).
+            guest.run(&Cmd::new(["sync"]).timeout(Duration::from_secs(60))).await?;
+            guest.run(&Cmd::new(["sysctl", "-qw", "vm.drop_caches=3"]).timeout(Duration::from_secs(60))).await?;
             let saved = crate::prepared::save(crate::prepared::SaveInput {
                 key,
                 qmp_socket,

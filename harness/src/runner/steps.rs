@@ -83,7 +83,7 @@ pub struct Vm<'a> {
 }
 
 impl Vm<'_> {
-    fn site<'s>(&'s self, plan: &'s Plan) -> Site<'s> {
+    pub(super) fn site<'s>(&'s self, plan: &'s Plan) -> Site<'s> {
         Site {
             guest: self.guest,
             plan,
@@ -246,10 +246,15 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         if i == 0 {
             timings.insert("boot".to_owned(), vm.boot_s);
         }
+        // Time spent before this loop (a group's preparation made by the caller).
+        let mut before_s = 0.0;
         let (recipe_s, cloud_s) = match &deployed {
             None => {
                 let p = match prepared.take() {
-                    Some(p) => p,
+                    Some(p) => {
+                        before_s = p.host_recipe_s + p.cloud_s;
+                        p
+                    }
                     None => prepare(plan, vm).await?,
                 };
                 deployed = Some(p.deployed);
@@ -278,7 +283,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         let raw = vm.guest.run(&Cmd::new(["bash", COLLECT_STATE])).await?;
         let _ = std::fs::write(vm.log(&format!("state-{}.txt", plan.name)), &raw.stdout);
         let state = normalize_state(&raw.stdout, vm.run_id, d);
-        timings.insert("total".to_owned(), total.elapsed().as_secs_f64() + if i == 0 { vm.boot_s + vm.netplane_s } else { 0.0 });
+        timings.insert("total".to_owned(), total.elapsed().as_secs_f64() + before_s + if i == 0 { vm.boot_s + vm.netplane_s } else { 0.0 });
         let result = ScenarioResult {
             name: plan.name.clone(),
             cloud: vm.cloud.kind().as_str().into(),
