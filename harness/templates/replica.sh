@@ -70,9 +70,20 @@ build() {
         nat -A neutron-postrouting-bottom -m comment --comment "Perform source NAT on outgoing traffic." -j neutron-l3-agent-snat
         nat -A neutron-l3-agent-snat -j neutron-l3-agent-float-snat
         nat -A neutron-l3-agent-POSTROUTING ! -o "$QG" -m conntrack ! --ctstate DNAT -j ACCEPT
+        # The metadata redirect the L3 agent writes on every router (no metadata
+        # proxy listens here: nothing answers 169.254.169.254, as without q-meta).
+        nat -A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697
         # Per gateway: other tenant traffic leaves as the gateway address.
-        nat -A neutron-l3-agent-snat -o "$QG" -j SNAT --to-source "$ROUTER_GW_IP"
-        nat -A neutron-l3-agent-snat -m mark ! --mark 0x2/0xffff -m conntrack --ctstate DNAT -j SNAT --to-source "$ROUTER_GW_IP"
+        nat -A neutron-l3-agent-snat -o "$QG" -j SNAT --to-source "$ROUTER_GW_IP" --random-fully
+        nat -A neutron-l3-agent-snat -m mark ! --mark 0x2/0xffff -m conntrack --ctstate DNAT -j SNAT --to-source "$ROUTER_GW_IP" --random-fully
+        # The mangle mark that keeps traffic entering through the gateway (DNAT to
+        # a floating IP) from that SNAT: the client's address reaches the instance.
+        mangle() { ip netns exec "$ROUTER" iptables -w -t mangle "$@"; }
+        mangle -N neutron-l3-agent-PREROUTING
+        mangle -N neutron-l3-agent-mark
+        mangle -A PREROUTING -j neutron-l3-agent-PREROUTING
+        mangle -A neutron-l3-agent-PREROUTING -j neutron-l3-agent-mark
+        mangle -A neutron-l3-agent-mark -i "$QG" -j MARK --set-xmark 0x2/0xffff
     fi
 
     # The instance: a namespace on the tenant network, MTU as on VXLAN, its fixed
@@ -99,8 +110,8 @@ fip_associate() {
         nat -A neutron-l3-agent-PREROUTING -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP"
     nat -C neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null ||
         nat -A neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP"
-    nat -C neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" 2>/dev/null ||
-        nat -A neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP"
+    nat -C neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" --random-fully 2>/dev/null ||
+        nat -A neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" --random-fully
     # Tell the provider network the address moved (as the L3 agent does with arping).
     ip netns exec "$ROUTER" arping -U -c 1 -I "$QG" "$FIP" >/dev/null 2>&1 || true
 }
@@ -108,7 +119,7 @@ fip_associate() {
 fip_disassociate() {
     nat -D neutron-l3-agent-PREROUTING -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null || true
     nat -D neutron-l3-agent-OUTPUT -d "$FIP/32" -j DNAT --to-destination "$FIXED_IP" 2>/dev/null || true
-    nat -D neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" 2>/dev/null || true
+    nat -D neutron-l3-agent-float-snat -s "$FIXED_IP/32" -j SNAT --to-source "$FIP" --random-fully 2>/dev/null || true
     ip netns exec "$ROUTER" ip addr del "$FIP/32" dev "$QG" 2>/dev/null || true
     ip netns exec "$ROUTER" conntrack -D -d "$FIP" >/dev/null 2>&1 || true
 }

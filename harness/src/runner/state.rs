@@ -21,7 +21,31 @@ pub fn normalize_state(raw: &str, run_id: &str, d: &Deployed) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     }
-    stable_names(&out)
+    sorted_ports(&stable_names(&out))
+}
+
+/// The ports of each OVS bridge in the order of their stable names, not of the
+/// ids they replaced (which differ run to run).
+fn sorted_ports(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_ovs = false;
+    for line in text.lines() {
+        if line.starts_with("# ") {
+            in_ovs = line == "# ovs";
+        }
+        match line.split_once(": ").filter(|_| in_ovs) {
+            Some((bridge, ports)) => {
+                let mut p: Vec<&str> = ports.split_whitespace().collect();
+                p.sort_unstable();
+                out.push_str(&format!("{bridge}: {}\n", p.join(" ")));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Each run-to-run name replaced by its tag; an address only as a whole address
@@ -146,6 +170,10 @@ mod tests {
     fn ids_the_cloud_chose_get_stable_names() {
         let raw = "qrouter-caa81d67-72ed-4c07-bfd0-629d6e579010 tap0da2893a-f4 fa:16:3e:96:79:df\nagain caa81d67-72ed-4c07-bfd0-629d6e579010 tap1111aaaa-bb\n";
         assert_eq!(stable_names(raw), "qrouter-<uuid-1> <dev-1> <mac-1>\nagain <uuid-1> <dev-2>\n");
+        assert_eq!(
+            sorted_ports("# ovs\nbr-int: tap<b> <dev-1> qr-x\n# other\nk: b a\n"),
+            "# ovs\nbr-int: <dev-1> qr-x tap<b>\n# other\nk: b a\n"
+        );
         let names = [("10.0.0.1".to_owned(), "<gw>".to_owned())];
         assert_eq!(replace_names("via 10.0.0.1 src 10.0.0.17 10.0.0.1/24", &names), "via <gw> src 10.0.0.17 <gw>/24");
     }

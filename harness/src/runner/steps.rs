@@ -148,8 +148,17 @@ async fn reset(vm: &Vm<'_>, i: usize, prev: &Plan, plan: &Plan, d: &Deployed) ->
     }
     // No conntrack tool in the guest is no state to forget.
     vm.guest.run(&Cmd::new(["conntrack", "-F"])).await?;
-    vm.cloud.floating_ip(&vm.site(plan), crate::scenario::CloudAction::FipAssociate).await?;
+    // Only when `prev` left it disassociated: through Neutron's API that costs
+    // seconds under TCG.
+    if left_fip_disassociated(prev) {
+        vm.cloud.floating_ip(&vm.site(plan), crate::scenario::CloudAction::FipAssociate).await?;
+    }
     Ok(())
+}
+
+/// The last floating-IP action of a scenario's checks was a disassociation.
+fn left_fip_disassociated(plan: &Plan) -> bool {
+    plan.checks.iter().filter_map(|c| c.before).next_back() == Some(crate::scenario::CloudAction::FipDisassociate)
 }
 
 /// The scenario's host recipe: apply, then verify (a failed verify ends the group).
