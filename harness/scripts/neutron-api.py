@@ -6,9 +6,9 @@ only: the openstack client takes a minute to import under TCG.
 
 Every command prints one JSON object on stdout; errors go to stderr, exit 1.
 
-  neutron-api.py wait-agents TIMEOUT          API up, OVS, L3 and DHCP agents alive
+  neutron-api.py wait-agents TIMEOUT [N]      API up, L3 and DHCP agents and N OVS agents alive
   neutron-api.py initial-networks SPEC.json   DevStack's create_neutron_initial_network
-  neutron-api.py instance NAME NET SG.json    a port for a fake instance, bound to this host
+  neutron-api.py instance NAME NET SG.json [HOST]   a port for a fake instance, bound to HOST
   neutron-api.py fip-create PORT EXT_NET      a floating IP on the instance's port
   neutron-api.py fip-associate | fip-disassociate   the instance's floating IP
   neutron-api.py wait-port PORT STATUS TIMEOUT
@@ -62,10 +62,11 @@ def out(obj):
     print(json.dumps(obj, sort_keys=True))
 
 
-def wait_agents(timeout):
+def wait_agents(timeout, ovs_agents="1"):
+    """Until the API answers, the L3 and DHCP agents and OVS_AGENTS OVS agents
+    (one per host) are alive; prints when each came alive."""
     started = time.time()
     deadline = started + float(timeout)
-    want = {"neutron-openvswitch-agent", "neutron-l3-agent", "neutron-dhcp-agent"}
     seen = {}
     api_at = None
     last = "the API did not answer"
@@ -77,12 +78,16 @@ def wait_agents(timeout):
             if api_at is None:
                 api_at = time.time() - started
             for a in agents:
-                if a["alive"] and a["binary"] in want and a["binary"] not in seen:
-                    seen[a["binary"]] = round(time.time() - started, 1)
-            if want <= set(seen):
+                key = "%s@%s" % (a["binary"], a["host"])
+                if a["alive"] and key not in seen:
+                    seen[key] = round(time.time() - started, 1)
+            binaries = [k.split("@")[0] for k in seen]
+            missing = [b for b in ("neutron-l3-agent", "neutron-dhcp-agent") if b not in binaries]
+            ovs = binaries.count("neutron-openvswitch-agent")
+            if not missing and ovs >= int(ovs_agents):
                 out({"api_after_s": round(api_at, 1), "agents_after_s": seen, "host": socket.gethostname()})
                 return
-            last = "alive: %s; missing: %s" % (sorted(seen), sorted(want - set(seen)))
+            last = "alive: %s; missing: %s" % (sorted(seen), missing + ["OVS agents: %d of %s" % (ovs, ovs_agents)])
         except (urllib.error.URLError, OSError, ValueError) as e:
             last = "the API did not answer: %s" % e
         time.sleep(2)
@@ -120,7 +125,7 @@ def initial_networks(spec_path):
          "public_network_id": public["id"], "gw_port_id": qg[0], "int_port_id": qr[0]})
 
 
-def instance(name, network_id, rules_path):
+def instance(name, network_id, rules_path, host=None):
     """A port as Nova would ask for one, bound to this host's OVS agent, in a
     security group holding exactly the scenario's rules."""
     rules = json.load(open(rules_path))
@@ -142,9 +147,9 @@ def instance(name, network_id, rules_path):
         call("DELETE", "/ports/%s" % port["id"])
     port = call("POST", "/ports", {"port": {
         "name": name, "network_id": network_id, "security_groups": [sg["id"]], "project_id": "demo",
-        "device_owner": "compute:nova", "device_id": name, "binding:host_id": socket.gethostname()}})["port"]
+        "device_owner": "compute:nova", "device_id": name, "binding:host_id": host or socket.gethostname()}})["port"]
     out({"port_id": port["id"], "mac": port["mac_address"], "fixed_ip": port["fixed_ips"][0]["ip_address"],
-         "security_group_id": sg["id"], "binding": port.get("binding:vif_type")})
+         "security_group_id": sg["id"], "binding": port.get("binding:vif_type"), "host": port["binding:host_id"]})
 
 
 def fip_create(port_id, ext_net):

@@ -177,13 +177,17 @@ pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<C
             needed.extend_from_slice(prereq::UPLINK);
         }
     }
-    for p in plans.iter().filter(|p| p.security_group_rules.is_some() && cloud_of(cloud, p) != CloudKind::Neutron) {
+    for p in plans.iter().filter(|p| cloud_of(cloud, p) != CloudKind::Neutron) {
+        let what = if p.security_group_rules.is_some() {
+            "[[security_group_rule]] needs the neutron cloud (it has no security groups)"
+        } else if p.instance_host != 1 {
+            "an [[instance]] on host 2 needs the neutron cloud (it has one host)"
+        } else {
+            continue;
+        };
         return Err(Error::Input {
             path: p.source.clone(),
-            message: format!(
-                "[[security_group_rule]] needs the neutron cloud (the {} cloud has no security groups): run it with --cloud neutron or set cloud = \"neutron\"",
-                cloud_of(cloud, p).as_str()
-            ),
+            message: format!("{what}; this is the {} cloud: run it with --cloud neutron or set cloud = \"neutron\"", cloud_of(cloud, p).as_str()),
         });
     }
     let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;

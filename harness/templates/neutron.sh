@@ -7,7 +7,7 @@
 # as Neutron's fullstack tests plug their fake machines: an OVS internal port
 # with the port's iface-id, moved into a namespace, addressed by DHCP.
 #
-#   harness-neutron services | assign-gateway | plug PORT_ID MAC NS | dhcp PORT_ID NS
+#   harness-neutron services | second-host | assign-gateway | plug PORT_ID MAC NS [BRIDGE] | dhcp PORT_ID NS
 #                   | wait-fip FIP FIXED_IP present|absent TIMEOUT
 set -euo pipefail
 
@@ -42,14 +42,21 @@ services() {
     unit q-l3 /usr/bin/neutron-l3-agent "${cf[@]}" --config-file /etc/neutron/l3_agent.ini
 }
 
+# The second host's OVS agent (ml2_conf-host2.ini: its own name, bridges, VXLAN
+# endpoint), as Neutron's fullstack tests run one agent per fake host.
+second_host() {
+    unit q-agt-2 /usr/bin/neutron-openvswitch-agent --config-file /etc/neutron/neutron.conf \
+        --config-file /etc/neutron/plugins/ml2/ml2_conf.ini --config-file /etc/neutron/plugins/ml2/ml2_conf-host2.ini
+}
+
 # A fake instance: Neutron's fullstack FakeMachine. Its port turns ACTIVE once
 # the OVS agent has wired it and the DHCP agent has its host entry; then `dhcp`.
 plug() {
-    local port=$1 mac=$2 ns=$3 dev
+    local port=$1 mac=$2 ns=$3 bridge=${4:-br-int} dev
     dev="tap${port:0:11}"
     ip netns add "$ns" 2>/dev/null || true
     ip netns exec "$ns" ip link set lo up
-    ovs-vsctl --may-exist add-port br-int "$dev" -- set Interface "$dev" type=internal \
+    ovs-vsctl --may-exist add-port "$bridge" "$dev" -- set Interface "$dev" type=internal \
         external_ids:iface-id="$port" external_ids:attached-mac="$mac" external_ids:iface-status=active
     if ip link show "$dev" >/dev/null 2>&1; then
         ip link set "$dev" address "$mac"
@@ -103,6 +110,7 @@ wait_fip() {
 
 case "${1:-}" in
     services) services ;;
+    second-host) second_host ;;
     assign-gateway) assign_gateway ;;
     plug) shift; plug "$@" ;;
     dhcp) shift; dhcp "$@" ;;

@@ -118,6 +118,11 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
     let sg = results["security-group-no-ssh"]["cloud_facts"]["security_group"].as_array().expect("rules").clone();
     assert_eq!(sg.len(), 2, "{sg:?}");
     assert!(!sg.iter().any(|r| r["port_range_min"] == 22), "no SSH rule: {sg:?}");
+    // The instance on the second host reached everything through a VXLAN tunnel.
+    let vx = &results["vxlan-second-host"];
+    assert_eq!(vx["cloud_facts"]["instance_host"], "devstack-2", "{}", vx["cloud_facts"]);
+    assert_eq!(vx["cloud_facts"]["dhcp_lease"]["mtu"], 1450, "{}", vx["cloud_facts"]);
+    assert!(snapshot_text(vx).contains("br-tun-2: patch-int-2 vxlan-"), "the second host's tunnel bridge has a VXLAN port:\n{}", snapshot_text(vx));
     // Floating-IP changes went through the API and took effect asynchronously.
     let basic = results["tempest-basic-ops"]["checks"].as_array().expect("checks").clone();
     let timed: Vec<_> = basic.iter().filter_map(|c| c["before_took_s"].as_f64()).collect();

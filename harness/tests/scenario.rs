@@ -142,3 +142,14 @@ fn security_groups_default_to_tempests_and_declared_rules_are_validated() {
     let e = err("[[security_group_rule]]\nprotocol = \"tcp\"\nremote_ip_prefix = \"10.0.0.0/33\"\n");
     assert!(e.contains("bad.toml:3") && e.contains("IPv4 CIDR"), "{e}");
 }
+
+#[test]
+fn the_instance_runs_on_host_1_or_2_and_there_is_one() {
+    let plan = scenario::parse(Path::new("i.toml"), "[[instance]]\nhost = 2\n").expect("host 2");
+    assert_eq!(plan.instance_host, 2);
+    assert_eq!(scenario::parse(Path::new("i.toml"), "").expect("default").instance_host, 1);
+    let e = err("[[instance]]\nhost = 3\n");
+    assert!(e.contains("bad.toml:2") && e.contains("expected host 1 or 2"), "{e}");
+    let e = err("[[instance]]\n[[instance]]\nhost = 2\n");
+    assert!(e.contains("expected one [[instance]]"), "{e}");
+}

@@ -27,6 +27,34 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Neutron;
 
+const HOST2_CONF: &str = "/etc/neutron/plugins/ml2/ml2_conf-host2.ini";
+
+/// The second host (templates/neutron/ml2_conf-host2.ini): its agent's name and
+/// VXLAN endpoint, another address of the guest than the first host's.
+#[derive(Serialize)]
+struct Host2 {
+    host: String,
+    local_ip: Ipv4Addr,
+}
+
+impl Host2 {
+    fn of(site: &Site<'_>, files: &neutron_files::NeutronFiles) -> Result<Option<Host2>, CloudError> {
+        if site.plan.instance_host != 2 {
+            return Ok(None);
+        }
+        let first = files.get(neutron_files::ML2_CONF, "ovs", "local_ip").unwrap_or("").to_owned();
+        let local_ip = site.plan.world.guest_address.addr();
+        if first == local_ip.to_string() {
+            return Err(CloudError::Value {
+                name: "TUNNEL_ENDPOINT_IP".into(),
+                value: first,
+                expected: format!("an address other than the guest's {local_ip}, which the second host's VXLAN endpoint uses"),
+            });
+        }
+        Ok(Some(Host2 { host: format!("{}-2", site.plan.world.hostname), local_ip }))
+    }
+}
+
 /// `create_neutron_initial_network`'s inputs (lib/neutron_plugins/services/l3).
 #[derive(Serialize)]
 struct NetworkSpec {
@@ -145,11 +173,24 @@ impl Cloud for Neutron {
             &site.log("cloud.log"),
         )
         .await?;
+        // The second host, when the scenario's instance runs there.
+        let host2 = Host2::of(site, &files)?;
+        if let Some(h) = &host2 {
+            let text = site
+                .renderer
+                .render_extra(crate::render::NEUTRON_HOST2, site.plan, h)
+                .map_err(|e| CloudError::Template("ml2_conf-host2.ini".into(), e.to_string()))?;
+            site.keep_rendered("ml2_conf-host2.ini", &text)?;
+            site.guest.upload(text.as_bytes(), HOST2_CONF, 0o644).await?;
+            let cmd = Cmd::new([SCRIPT, "second-host"]).timeout(Duration::from_secs(120));
+            guest_step(site.guest, "neutron second host", &cmd, &site.log("second-host.log")).await?;
+        }
+        let ovs_agents = if host2.is_some() { "2" } else { "1" };
         site.progress.message("neutron: waiting for the API and the agents (minutes under TCG)");
         let agents: serde_json::Value = json_step(
             site,
             "neutron agents",
-            &[API, "wait-agents", &AGENTS_TIMEOUT.as_secs().to_string()],
+            &[API, "wait-agents", &AGENTS_TIMEOUT.as_secs().to_string(), ovs_agents],
             AGENTS_TIMEOUT + Duration::from_secs(60),
         )
         .await?;
@@ -189,11 +230,15 @@ impl Cloud for Neutron {
         let instance = instance_name(site.run_id);
         let rules = site.plan.security_group();
         site.guest.upload(&serde_json::to_vec(&rules).expect("serializable"), RULES, 0o644).await?;
+        let (host, bridge) = match &host2 {
+            Some(h) => (h.host.clone(), "br-int-2"),
+            None => (site.plan.world.hostname.clone(), "br-int"),
+        };
         let port: Port =
-            json_step(site, "neutron port", &[API, "instance", &instance, &nets.private_network_id, RULES], CHANGE_TIMEOUT).await?;
-        site.progress.message("neutron: plugging the instance into br-int; waiting for the agents to make its port ACTIVE");
+            json_step(site, "neutron port", &[API, "instance", &instance, &nets.private_network_id, RULES, &host], CHANGE_TIMEOUT).await?;
+        site.progress.message(&format!("neutron: plugging the instance into {bridge} on {host}; waiting for the agents to make its port ACTIVE"));
         let _: serde_json::Value =
-            json_step(site, "instance plug", &[SCRIPT, "plug", &port.port_id, &port.mac, &instance], CHANGE_TIMEOUT).await?;
+            json_step(site, "instance plug", &[SCRIPT, "plug", &port.port_id, &port.mac, &instance, bridge], CHANGE_TIMEOUT).await?;
         let _: serde_json::Value = json_step(
             site,
             "port active",
@@ -223,6 +268,7 @@ impl Cloud for Neutron {
             ("dhcp_lease", serde_json::to_value(&lease).expect("serializable")),
             ("security_group", serde_json::to_value(&rules).expect("serializable")),
             ("agents", agents),
+            ("instance_host", serde_json::json!(host)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -69,6 +69,7 @@ pub fn share_key(plan: &Plan, kind: CloudKind) -> String {
         "lo": plan.host_recipe.lo_public_ip, "bridge": plan.host_recipe.bridge, "cloud": kind.as_str(),
         // The neutron cloud builds the instance's security group with the VM.
         "security_group": (kind == CloudKind::Neutron).then(|| plan.security_group()),
+        "instance_host": plan.instance_host,
     })
     .to_string()
 }

@@ -47,6 +47,7 @@ impl Default for World {
             forwards: vec![],
             checks: vec![],
             security_group_rules: vec![],
+            instances: vec![],
         };
         let mut v = Validator::default();
         let world = v.world(&file);
@@ -168,6 +169,8 @@ pub struct Plan {
     /// The instance's security-group rules as declared; None: the default
     /// ([`Plan::security_group`]).
     pub security_group_rules: Option<Vec<SecurityGroupRule>>,
+    /// The host the instance runs on: 1, or 2 for the second host (neutron).
+    pub instance_host: u8,
 }
 
 /// A validated security-group rule (Neutron's fields; None is "any").
@@ -700,6 +703,13 @@ impl Validator {
                 );
             }
         }
+        let mut instance_host = 1;
+        match f.instances.as_slice() {
+            [] => {}
+            [one] if (1..=2).contains(&one.host) => instance_host = one.host,
+            [_] => self.fail(vec![PathSeg::key("instance"), PathSeg::Index(0), PathSeg::key("host")], "expected host 1 or 2"),
+            _ => self.fail(vec![PathSeg::key("instance"), PathSeg::Index(1)], "expected one [[instance]]: the harness builds one instance per scenario"),
+        }
         let security_group_rules = if f.security_group_rules.is_empty() {
             None
         } else {
@@ -726,6 +736,7 @@ impl Validator {
             forwards,
             checks,
             security_group_rules,
+            instance_host,
         })
     }
 

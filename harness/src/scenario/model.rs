@@ -40,6 +40,25 @@ pub struct ScenarioFile {
     /// scenario tests have it.
     #[serde(default, rename = "security_group_rule")]
     pub security_group_rules: Vec<SecurityGroupRuleSpec>,
+    /// Where the instance runs (neutron cloud); one instance, on the first host,
+    /// when absent.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// The scenario's instance and the host it runs on.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// 1: the host with the server and the L3 and DHCP agents; 2: a second host in
+    /// the same guest (its own OVS agent, bridges and VXLAN endpoint), reached
+    /// through a VXLAN tunnel, as in Neutron's fullstack tests.
+    #[serde(default = "first_host")]
+    pub host: u8,
+}
+
+fn first_host() -> u8 {
+    1
 }
 
 /// One rule of the instance's security group, in Neutron's terms.
