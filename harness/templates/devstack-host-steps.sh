@@ -16,9 +16,13 @@ host_steps() {
     # _move_neutron_addresses_route PUBLIC_INTERFACE -> OVS_PHYSICAL_BRIDGE: the
     # primary address with its broadcast, the default route if it went through
     # PUBLIC_INTERFACE, the interface into the bridge, then announced.
-    local brd gw ip
-    brd=$(ip -f inet a s dev "$PUBLIC_INTERFACE" scope global primary | awk '/inet/ { print $2, $3, $4; exit }')
-    gw=$(ip -f inet r | awk "/default.+$PUBLIC_INTERFACE\s/ { print \$3; exit }")
+    # (Each command's output is read whole first: with pipefail, a reader that
+    # stops early can fail the pipeline by SIGPIPE.)
+    local brd gw ip out
+    out=$(ip -f inet a s dev "$PUBLIC_INTERFACE" scope global primary)
+    brd=$(awk '/inet/ && !done { print $2, $3, $4; done = 1 }' <<<"$out")
+    out=$(ip -f inet r)
+    gw=$(awk "/default.+$PUBLIC_INTERFACE\s/ && !done { print \$3; done = 1 }" <<<"$out")
     if [ -n "$brd" ]; then
         # shellcheck disable=SC2086 # "ADDR brd BRD", as DevStack passes it
         ip addr del $brd dev "$PUBLIC_INTERFACE"
@@ -41,7 +45,9 @@ host_steps() {
 # _neutron_configure_router_v4: with Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE, the public
 # subnet's gateway goes on the bridge unless it is there already.
 assign_gateway() {
-    if [ "$ASSIGN_GATEWAY" = True ] && ! ip addr show dev "$OVS_PHYSICAL_BRIDGE" | grep -q " $PUBLIC_GATEWAY/"; then
+    local addrs
+    addrs=$(ip addr show dev "$OVS_PHYSICAL_BRIDGE")
+    if [ "$ASSIGN_GATEWAY" = True ] && ! grep -q " $PUBLIC_GATEWAY/" <<<"$addrs"; then
         ip addr add "$PUBLIC_GATEWAY/$CIDR_LEN" dev "$OVS_PHYSICAL_BRIDGE"
         ip link set "$OVS_PHYSICAL_BRIDGE" up
     fi
