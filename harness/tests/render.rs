@@ -40,8 +40,12 @@ fn require_cloud_init() {
 fn user_data_passes_cloud_init_schema() {
     require_cloud_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir("../scenarios").expect("scenarios dir") {
+    let dirs = [std::fs::read_dir("../scenarios").expect("scenarios dir"), std::fs::read_dir("../scenarios/neutron").expect("scenarios/neutron")];
+    for entry in dirs.into_iter().flatten() {
         let path = entry.expect("entry").path();
+        if path.is_dir() {
+            continue;
+        }
         let rendered = render(&path);
         let file = dir.path().join("user-data");
         std::fs::write(&file, &rendered.user_data).expect("write");
