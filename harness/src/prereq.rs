@@ -28,7 +28,8 @@ pub const BOOT: &[Tool] = &[
 /// The QEMU backend (and the KVM probe of every run).
 pub const QEMU: &[Tool] = &[t("qemu-system-x86_64", "qemu-system-x86")];
 /// Building a debootstrap image (only when it is not cached).
-pub const DEBOOTSTRAP: &[Tool] = &[t("debootstrap", "debootstrap"), t("mkfs.ext4", "e2fsprogs"), t("chroot", "coreutils"), t("unshare", "util-linux")];
+pub const DEBOOTSTRAP: &[Tool] =
+    &[t("debootstrap", "debootstrap"), t("mkfs.ext4", "e2fsprogs"), t("chroot", "coreutils"), t("unshare", "util-linux")];
 /// The devstack cloud's uplink.
 pub const UPLINK: &[Tool] = &[t("slirp4netns", "slirp4netns")];
 

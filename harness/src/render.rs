@@ -23,7 +23,8 @@ pub const NEUTRON: &str = "neutron.sh";
 pub const NEUTRON_HOST2: &str = "neutron/ml2_conf-host2.ini";
 /// DevStack's host steps, included by the replica's and the neutron cloud's scripts.
 const HOST_STEPS: &str = "devstack-host-steps.sh";
-const ALL: &[&str] = &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, HOST_STEPS, REPLICA, DEVSTACK, NEUTRON, NEUTRON_HOST2];
+const ALL: &[&str] =
+    &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, HOST_STEPS, REPLICA, DEVSTACK, NEUTRON, NEUTRON_HOST2];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

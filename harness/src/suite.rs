@@ -187,7 +187,10 @@ pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<C
         };
         return Err(Error::Input {
             path: p.source.clone(),
-            message: format!("{what}; this is the {} cloud: run it with --cloud neutron or set cloud = \"neutron\"", cloud_of(cloud, p).as_str()),
+            message: format!(
+                "{what}; this is the {} cloud: run it with --cloud neutron or set cloud = \"neutron\"",
+                cloud_of(cloud, p).as_str()
+            ),
         });
     }
     let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;

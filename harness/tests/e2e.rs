@@ -7,27 +7,13 @@
 //! cannot be reached (exit 3, with the reason).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
+use common::{harness, json, root};
 
 fn require_vm() {
     common::require_root(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"), ("xmllint", "libxml2-utils")]);
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().expect("run harness")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let start = stdout.find("\n{").map_or(0, |i| i + 1);
-    serde_json::from_str(&stdout[start..])
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The host namespace's addresses, routes and rules.

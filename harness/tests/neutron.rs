@@ -7,27 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 mod common;
+use common::{harness, json, root};
 
 fn require_vm() {
     common::require_root(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap")]);
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().expect("run harness")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let start = stdout.find("\n{").map_or(0, |i| i + 1);
-    serde_json::from_str(&stdout[start..])
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn by_name(v: &serde_json::Value) -> std::collections::HashMap<String, serde_json::Value> {
@@ -129,7 +114,11 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
     let vx = &results["vxlan-second-host"];
     assert_eq!(vx["cloud_facts"]["instance_host"], "devstack-2", "{}", vx["cloud_facts"]);
     assert_eq!(vx["cloud_facts"]["dhcp_lease"]["mtu"], 1450, "{}", vx["cloud_facts"]);
-    assert!(snapshot_text(vx).contains("br-tun-2: patch-int-2 vxlan-"), "the second host's tunnel bridge has a VXLAN port:\n{}", snapshot_text(vx));
+    assert!(
+        snapshot_text(vx).contains("br-tun-2: patch-int-2 vxlan-"),
+        "the second host's tunnel bridge has a VXLAN port:\n{}",
+        snapshot_text(vx)
+    );
     // Floating-IP changes went through the API and took effect asynchronously.
     let basic = results["tempest-basic-ops"]["checks"].as_array().expect("checks").clone();
     let timed: Vec<_> = basic.iter().filter_map(|c| c["before_took_s"].as_f64()).collect();

@@ -40,7 +40,8 @@ fn require_cloud_init() {
 fn user_data_passes_cloud_init_schema() {
     require_cloud_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = [std::fs::read_dir("../scenarios").expect("scenarios dir"), std::fs::read_dir("../scenarios/neutron").expect("scenarios/neutron")];
+    let dirs =
+        [std::fs::read_dir("../scenarios").expect("scenarios dir"), std::fs::read_dir("../scenarios/neutron").expect("scenarios/neutron")];
     for entry in dirs.into_iter().flatten() {
         let path = entry.expect("entry").path();
         if path.is_dir() {

@@ -236,7 +236,8 @@ impl Cloud for Neutron {
         };
         let port: Port =
             json_step(site, "neutron port", &[API, "instance", &instance, &nets.private_network_id, RULES, &host], CHANGE_TIMEOUT).await?;
-        site.progress.message(&format!("neutron: plugging the instance into {bridge} on {host}; waiting for the agents to make its port ACTIVE"));
+        site.progress
+            .message(&format!("neutron: plugging the instance into {bridge} on {host}; waiting for the agents to make its port ACTIVE"));
         let _: serde_json::Value =
             json_step(site, "instance plug", &[SCRIPT, "plug", &port.port_id, &port.mac, &instance, bridge], CHANGE_TIMEOUT).await?;
         let _: serde_json::Value = json_step(

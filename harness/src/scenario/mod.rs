@@ -708,7 +708,10 @@ impl Validator {
             [] => {}
             [one] if (1..=2).contains(&one.host) => instance_host = one.host,
             [_] => self.fail(vec![PathSeg::key("instance"), PathSeg::Index(0), PathSeg::key("host")], "expected host 1 or 2"),
-            _ => self.fail(vec![PathSeg::key("instance"), PathSeg::Index(1)], "expected one [[instance]]: the harness builds one instance per scenario"),
+            _ => self.fail(
+                vec![PathSeg::key("instance"), PathSeg::Index(1)],
+                "expected one [[instance]]: the harness builds one instance per scenario",
+            ),
         }
         let security_group_rules = if f.security_group_rules.is_empty() {
             None

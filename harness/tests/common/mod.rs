@@ -52,3 +52,24 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// The repository's root, where `harness` finds scenarios/ and snapshots/.
+#[allow(dead_code)]
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The `harness` binary, run from the repository's root.
+#[allow(dead_code)]
+pub fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().expect("run harness")
+}
+
+/// The JSON document that ends a `--format json` run's stdout.
+#[allow(dead_code)]
+pub fn json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find("\n{").map_or(0, |i| i + 1);
+    serde_json::from_str(&stdout[start..])
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)))
+}
