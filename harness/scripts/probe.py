@@ -14,8 +14,14 @@ import sys
 import time
 
 
+START = time.time()
+
+
 def out(outcome, detail):
-    print(json.dumps({"outcome": outcome, "detail": detail.strip()[:300]}))
+    # elapsed: when the answer came (or the wait ended), for the harness to judge
+    # how fast this world answers.
+    elapsed = round(time.time() - START, 3)
+    print(json.dumps({"outcome": outcome, "detail": detail.strip()[:300], "elapsed": elapsed}))
     sys.exit(0)
 
 

@@ -135,6 +135,14 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
 }
 
+/// Whether runs of `plan` can restore and save prepared states: its image says
+/// how to boot a VM that is to be saved, and the backend can save one.
+pub fn warm_capable(plan: &Plan, opts: &BootOptions) -> bool {
+    let recipes = image::recipes_dir(opts.images_dir.as_deref());
+    let Ok(recipe) = image::load_recipe(recipes.as_deref(), &plan.vm.image) else { return false };
+    recipe.file.boot.warm.is_some() && opts.backend != BackendChoice::Libvirt
+}
+
 /// Boot the scenario's VM for `run` and wait until SSH works and cloud-init is done.
 pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, progress: &Progress) -> Result<Booted, BootError> {
     let start = Instant::now();

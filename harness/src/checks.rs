@@ -32,6 +32,11 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_seen_as: Option<String>,
     pub observed: Observed,
+    /// How long the probe was to wait for an answer ([`wait_s`]).
+    pub waited_s: f64,
+    /// Seconds from the probe's start to the answer, when one came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_s: Option<f64>,
     /// Seconds the cloud action before the check (`before`) took to take effect,
     /// where the cloud applies it asynchronously (neutron).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +44,28 @@ pub struct CheckResult {
     /// The line of the check in its scenario file.
     #[serde(skip)]
     pub line: usize,
+}
+
+/// How long a check expected reachable waits for an answer unless it says.
+pub const REACHABLE_WAIT_S: f64 = 10.0;
+/// How long a check expected unreachable waits unless it says: the harness's
+/// world is hermetic and its round trips take milliseconds (under TCG here, the
+/// slowest answers of the shipped scenarios come within 0.1 s), so 3 s is many
+/// round trips and two of TCP's SYN retransmissions...
+pub const UNREACHABLE_WAIT_S: f64 = 3.0;
+/// ...but never less than this many times the slowest answer a reachable check of
+/// the same VM got before it: in a slow world the wait grows with it (up to
+/// [`REACHABLE_WAIT_S`]), so that a late answer is not read as "unreachable".
+pub const SLOW_ANSWER_FACTOR: f64 = 10.0;
+
+/// How long the probe of `c` waits, `slowest_answer_s` the slowest answer (probe
+/// start to reply) of the reachable checks run before it in the same VM.
+pub fn wait_s(c: &Check, slowest_answer_s: f64) -> f64 {
+    match (c.timeout_s, c.expect) {
+        (Some(t), _) => t,
+        (None, Expect::Reachable) => REACHABLE_WAIT_S,
+        (None, Expect::Unreachable) => (SLOW_ANSWER_FACTOR * slowest_answer_s).clamp(UNREACHABLE_WAIT_S, REACHABLE_WAIT_S),
+    }
 }
 
 /// The address a target names, seen from `from`.
@@ -71,7 +98,7 @@ pub async fn install_probe(p: &Probes<'_>) -> Result<(), ExecError> {
     p.internet.upload(script("probe.py").as_bytes(), p.internet_probe, 0o755).await
 }
 
-fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String> {
+fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>, wait_s: f64) -> Vec<String> {
     let kind = match c.kind {
         CheckKind::Icmp => "icmp",
         CheckKind::Tcp => "tcp",
@@ -82,7 +109,7 @@ fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String
     if let Some(p) = c.port {
         a.push(p.to_string());
     }
-    a.push(format!("{}", c.timeout_s));
+    a.push(format!("{wait_s}"));
     if let (Some(s), true) = (source, c.port.is_some()) {
         a.push(s.to_string());
     }
@@ -97,32 +124,37 @@ fn probe_args(c: &Check, addr: Ipv4Addr, source: Option<Ipv4Addr>) -> Vec<String
 struct ProbeLine {
     outcome: String,
     detail: String,
+    #[serde(default)]
+    elapsed: Option<f64>,
 }
 
-fn parse_probe(text: &str) -> (Expect, String) {
+/// The outcome, its detail, and when the answer came.
+fn parse_probe(text: &str) -> (Expect, String, Option<f64>) {
     match text.lines().rev().find_map(|l| serde_json::from_str::<ProbeLine>(l).ok()) {
-        Some(p) if p.outcome == "reachable" => (Expect::Reachable, p.detail),
-        Some(p) => (Expect::Unreachable, p.detail),
-        None => (Expect::Unreachable, format!("the probe printed no result: {}", text.trim())),
+        Some(p) if p.outcome == "reachable" => (Expect::Reachable, p.detail, p.elapsed),
+        Some(p) => (Expect::Unreachable, p.detail, None),
+        None => (Expect::Unreachable, format!("the probe printed no result: {}", text.trim()), None),
     }
 }
 
 /// Run one check from where it says and compare it with what it expects. A
 /// probe that cannot run is an "unreachable" outcome whose detail says why.
-pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>) -> CheckResult {
+/// `slowest_answer_s`: see [`wait_s`].
+pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, slowest_answer_s: f64) -> CheckResult {
     let addr = resolve(&c.to, c.from, plan, v);
-    let budget = Duration::from_secs_f64(c.timeout_s + 30.0);
+    let wait = wait_s(c, slowest_answer_s);
+    let budget = Duration::from_secs_f64(wait + 30.0);
     let (exec, argv): (&dyn Executor, Vec<String>) = match c.from {
         Endpoint::Internet => (p.internet, vec!["/usr/bin/python3".into(), p.internet_probe.into()]),
         Endpoint::Host => (p.guest, vec![GUEST_PROBE.into()]),
         Endpoint::Instance => (p.guest, v.instance_probe.clone()),
     };
     let source = (c.from == Endpoint::Internet).then_some(plan.world.internet_client);
-    let cmd = Cmd::new(argv).args(probe_args(c, addr, source)).timeout(budget);
-    let (outcome, detail) = match exec.run(&cmd).await {
+    let cmd = Cmd::new(argv).args(probe_args(c, addr, source, wait)).timeout(budget);
+    let (outcome, detail, answered_s) = match exec.run(&cmd).await {
         Ok(o) => parse_probe(&o.text()),
-        Err(e) if e.is_timeout() => (Expect::Unreachable, "the probe itself timed out".into()),
-        Err(e) => (Expect::Unreachable, format!("cannot run the probe: {e}")),
+        Err(e) if e.is_timeout() => (Expect::Unreachable, "the probe itself timed out".into(), None),
+        Err(e) => (Expect::Unreachable, format!("cannot run the probe: {e}"), None),
     };
     let seen_as = detail.lines().find_map(|l| l.trim().strip_prefix("seen_as ")).map(str::to_owned);
     let expected_seen_as = c.seen_as.as_ref().map(|t| resolve(t, c.from, plan, v).to_string());
@@ -141,6 +173,8 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>) -> 
         passed: outcome == c.expect && seen_ok,
         expected_seen_as,
         observed: Observed { seen_as, detail },
+        waited_s: wait,
+        answered_s,
         before_took_s: None,
         line: c.line,
     }
@@ -176,7 +210,7 @@ mod tests {
             port,
             expect: Expect::Reachable,
             seen_as,
-            timeout_s: 3.0,
+            timeout_s: Some(3.0),
             size: None,
             dont_fragment: false,
             before: None,
@@ -191,7 +225,7 @@ mod tests {
         let p = Probes { guest: &guest, internet: &internet, internet_probe: "/runs/x/probe.py" };
         let (plan, d) = (plan(), deployed());
         let from_internet = check(Endpoint::Internet, Target::FloatingIp, CheckKind::Tcp, Some(22), Some(Target::PublicIp));
-        let r = run_check(&from_internet, &plan, &d, &p).await;
+        let r = run_check(&from_internet, &plan, &d, &p, 0.0).await;
         assert_eq!(
             internet.transcript(),
             vec![format!("run /usr/bin/python3 /runs/x/probe.py tcp 192.168.100.102 22 3 {}", plan.world.internet_client)]
@@ -202,11 +236,33 @@ mod tests {
         assert!(!r.passed, "{r:?}");
         assert_eq!(r.line, 7);
 
-        run_check(&check(Endpoint::Instance, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p).await;
-        run_check(&check(Endpoint::Host, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p).await;
+        run_check(&check(Endpoint::Instance, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p, 0.0).await;
+        run_check(&check(Endpoint::Host, Target::Gateway, CheckKind::Icmp, None, None), &plan, &d, &p, 0.0).await;
         assert_eq!(
             guest.transcript(),
             vec!["run in-instance -- icmp 10.0.0.1 3".to_owned(), format!("run {GUEST_PROBE} icmp {} 3", plan.world.guest_gateway),]
         );
+    }
+
+    #[test]
+    fn an_unreachable_check_waits_3_s_unless_the_world_answers_slowly() {
+        let mut c = check(Endpoint::Host, Target::Gateway, CheckKind::Icmp, None, None);
+        c.timeout_s = None;
+        assert_eq!(wait_s(&c, 0.05), REACHABLE_WAIT_S, "a reachable check keeps its 10 s");
+        c.expect = Expect::Unreachable;
+        assert_eq!(wait_s(&c, 0.0), UNREACHABLE_WAIT_S, "no answer seen yet");
+        assert_eq!(wait_s(&c, 0.1), UNREACHABLE_WAIT_S, "a fast world");
+        assert_eq!(wait_s(&c, 0.6), 6.0, "an answer after 0.6 s: ten times that");
+        assert_eq!(wait_s(&c, 4.0), REACHABLE_WAIT_S, "never more than a reachable check's wait");
+        c.timeout_s = Some(1.5);
+        assert_eq!(wait_s(&c, 4.0), 1.5, "what the scenario says wins");
+    }
+
+    #[test]
+    fn the_probe_s_answer_time_is_read_when_it_gives_one() {
+        let (o, d, t) = parse_probe("noise\n{\"outcome\": \"reachable\", \"detail\": \"x\", \"elapsed\": 0.25}\n");
+        assert_eq!((o, d.as_str(), t), (Expect::Reachable, "x", Some(0.25)));
+        let (o, _, t) = parse_probe("{\"outcome\": \"unreachable\", \"detail\": \"y\", \"elapsed\": 3.0}");
+        assert_eq!((o, t), (Expect::Unreachable, None), "no answer, no answer time");
     }
 }

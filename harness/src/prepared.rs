@@ -116,6 +116,21 @@ fn verify(e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// Entries this process saved or verified (key and state checksum): a group's
+/// later scenarios restore the state its first one just saved or checked, and
+/// hashing it again would cost them a second each.
+static TRUSTED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn trusted(meta: &Meta) -> bool {
+    TRUSTED.lock().is_ok_and(|t| t.iter().any(|(k, sum)| *k == meta.key && *sum == meta.state_sha256))
+}
+
+fn trust(meta: &Meta) {
+    if let Ok(mut t) = TRUSTED.lock() {
+        t.push((meta.key.clone(), meta.state_sha256.clone()));
+    }
+}
+
 /// The entry for `key`, checked; a broken one is removed and reported in `Err`,
 /// so that the caller builds it again.
 pub fn lookup(key: &str) -> Result<Option<Entry>, String> {
@@ -126,9 +141,12 @@ pub fn lookup(key: &str) -> Result<Option<Entry>, String> {
         return Err(format!("{}: unreadable meta.json; removed", dir.display()));
     };
     let mut e = Entry { dir, meta };
-    if let Err(why) = verify(&e) {
-        let _ = std::fs::remove_dir_all(&e.dir);
-        return Err(format!("prepared state {key} is unusable ({why}); removed, this run builds it again"));
+    if !trusted(&e.meta) {
+        if let Err(why) = verify(&e) {
+            let _ = std::fs::remove_dir_all(&e.dir);
+            return Err(format!("prepared state {key} is unusable ({why}); removed, this run builds it again"));
+        }
+        trust(&e.meta);
     }
     e.meta.last_used = now();
     let _ = std::fs::write(e.dir.join("meta.json"), serde_json::to_vec_pretty(&e.meta).expect("serializable"));
@@ -227,6 +245,7 @@ pub async fn save(s: SaveInput<'_>) -> Result<Entry, PreparedError> {
     let dir = root.join(s.key);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    trust(&meta);
     Ok(Entry { dir, meta })
 }
 

@@ -11,6 +11,10 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
     verbose: bool,
+    /// Before each line: whose it is, when several VMs run at once.
+    label: Option<String>,
+    /// Only the progress that made the spinner clears it.
+    owns_bar: bool,
 }
 
 impl Progress {
@@ -21,7 +25,19 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Progress { start: Instant::now(), bar, quiet, verbose: false }
+        Progress { start: Instant::now(), bar, quiet, verbose: false, label: None, owns_bar: true }
+    }
+
+    /// The same progress, its lines starting with `[label]`.
+    pub fn labelled(&self, label: &str) -> Progress {
+        Progress {
+            start: self.start,
+            bar: self.bar.clone(),
+            quiet: self.quiet,
+            verbose: self.verbose,
+            label: Some(label.to_owned()),
+            owns_bar: false,
+        }
     }
 
     /// Also print the lines of [`Progress::detail`] (`-v`).
@@ -32,7 +48,7 @@ impl Progress {
 
     /// A silent progress, for tests and library callers.
     pub fn hidden() -> Progress {
-        Progress { start: Instant::now(), bar: None, quiet: true, verbose: false }
+        Progress { start: Instant::now(), bar: None, quiet: true, verbose: false, label: None, owns_bar: false }
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -44,7 +60,10 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let line = format!("[{:>6.1}s] {msg}", self.elapsed());
+        let line = match &self.label {
+            Some(l) => format!("[{:>6.1}s] [{l}] {msg}", self.elapsed()),
+            None => format!("[{:>6.1}s] {msg}", self.elapsed()),
+        };
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -82,7 +101,7 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.bar.as_ref().filter(|_| self.owns_bar) {
             b.finish_and_clear();
         }
     }

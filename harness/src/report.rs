@@ -345,6 +345,8 @@ mod tests {
             passed: outcome == Expect::Reachable && seen == Some("203.0.113.10"),
             expected_seen_as: Some("203.0.113.10".into()),
             observed: Observed { seen_as: seen.map(Into::into), detail: "seen_as x | y\nmore".into() },
+            waited_s: 10.0,
+            answered_s: None,
             before_took_s: None,
             line: 12,
         };

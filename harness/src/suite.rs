@@ -95,7 +95,18 @@ pub struct Request {
     pub ci: bool,
     /// Restore VM groups from prepared states, and save them (`--no-cache`: off).
     pub warm: bool,
+    /// When the guest's diagnostics are collected into `state/`.
+    pub diagnostics: runner::Diagnostics,
+    /// How many VMs run at once (`--jobs`; None: [`default_jobs`]).
+    pub jobs: Option<usize>,
     pub boot: BootOptions,
+}
+
+impl Request {
+    /// VMs at a time, once [`run`] has settled it.
+    fn jobs(&self) -> usize {
+        self.jobs.unwrap_or(1)
+    }
 }
 
 /// The scenario files (`*.toml`) of a directory, sorted.
@@ -222,61 +233,70 @@ pub fn lint_local_confs(renderer: &crate::render::Renderer, plans: &[Plan]) -> R
     }
 }
 
-/// Run the selected groups. `cancel` ends the run (Ctrl-C): the group under way is
-/// torn down, what finished is kept, and the rest is reported as not run.
+/// How many VMs run at once by default: as many as the machine's cores and
+/// available memory hold of the largest VM of `plans` (at least one). Under TCG a
+/// vCPU is a busy host thread, so a VM wants a core per vCPU.
+pub fn default_jobs(plans: &[Plan]) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = plans.iter().map(|p| p.vm.cpus as usize).max().unwrap_or(1).max(1);
+    // QEMU's own memory beside the guest's.
+    let mib = plans.iter().map(|p| p.vm.memory_mib as usize).max().unwrap_or(2048) + 512;
+    let available_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
+        .map_or(usize::MAX, |kib| kib / 1024);
+    (cores / cpus).min(available_mib / mib).max(1)
+}
+
+/// Results and failures as the VMs finish, shared by the VMs that run at once.
+type Done = std::sync::Mutex<Summary>;
+
+/// Run the selected groups, `req.jobs` VMs at a time. `cancel` ends the run
+/// (Ctrl-C): the VMs under way are torn down, what finished is kept, and the rest
+/// is reported as not run. Results come in the order of `plans`.
 pub async fn run(req: &Request, plans: &[Plan], progress: &Progress, cancel: impl Future<Output = ()>) -> Result<Summary, Error> {
     let started = std::time::Instant::now();
-    let mut summary = Summary::default();
-    tokio::pin!(cancel);
-    // Scenarios that can share a VM do (each reset to the state it declares; the
-    // result says so).
-    for group in select(plans, req.cloud, req.shard) {
-        let not_run = |error: String, attempts: u32| -> Vec<InfraFailure> {
-            group
-                .iter()
-                .map(|p| InfraFailure { scenario: p.name.clone(), file: p.source.clone(), error: error.clone(), attempts })
-                .collect()
-        };
-        if summary.interrupted {
-            summary.infrastructure_failures.extend(not_run("not run: interrupted".into(), 0));
-            continue;
+    let req = &Request { jobs: Some(req.jobs.unwrap_or_else(|| default_jobs(plans)).max(1)), ..req.clone() };
+    let jobs = req.jobs();
+    if jobs > 1 {
+        progress.phase(&format!("{jobs} VMs at a time (--jobs)"));
+    }
+    let groups = select(plans, req.cloud, req.shard);
+    let done: Done = Default::default();
+    let slots = tokio::sync::Semaphore::new(jobs);
+    let work = async {
+        if req.jobs() <= 1 {
+            for g in &groups {
+                run_group(req, g, &slots, progress, &done).await?;
+            }
+            Ok(())
+        } else {
+            futures_util::future::try_join_all(groups.iter().map(|g| run_group(req, g, &slots, progress, &done))).await.map(|_| ())
         }
-        let kind = cloud_of(req.cloud, group[0]);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = tokio::select! {
-                r = runner::run_group(&group, kind, &req.boot, progress, req.keep, req.warm) => Some(r),
-                _ = &mut cancel => None,
-            };
-            match r {
-                None => {
-                    summary.interrupted = true;
-                    summary.infrastructure_failures.extend(not_run(Error::Interrupted.to_string(), attempt));
-                    break;
-                }
-                Some(Ok(results)) => {
-                    summary.scenarios.extend(results.into_iter().map(|mut r| {
-                        r.attempts = attempt;
-                        r.flaky = attempt > 1;
-                        r
-                    }));
-                    break;
-                }
-                // Bad input is the same on every try: the whole command ends, exit 2.
-                Some(Err(e)) if e.is_bad_input() => return Err(e.into()),
-                // Only an infrastructure failure is retried: a check that failed is an answer.
-                Some(Err(e)) if attempt <= req.retries => {
-                    progress.phase(&format!("infrastructure failed (attempt {attempt} of {}): {e}; retrying", req.retries + 1));
-                }
-                Some(Err(e)) => {
-                    progress.phase(&format!("infrastructure failed: {e}"));
-                    summary.infrastructure_failures.extend(not_run(e.to_string(), attempt));
-                    break;
-                }
+    };
+    let interrupted = tokio::select! {
+        r = work => { r?; false }
+        _ = cancel => true,
+    };
+    let mut summary = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    if interrupted {
+        summary.interrupted = true;
+        for p in groups.iter().flatten() {
+            let seen = summary.scenarios.iter().any(|r| r.file == p.source && r.name == p.name)
+                || summary.infrastructure_failures.iter().any(|f| f.file == p.source && f.scenario == p.name);
+            if !seen {
+                summary.infrastructure_failures.push(InfraFailure {
+                    scenario: p.name.clone(),
+                    file: p.source.clone(),
+                    error: Error::Interrupted.to_string(),
+                    attempts: 0,
+                });
             }
         }
     }
+    let order = |file: &Path, name: &str| plans.iter().position(|p| p.source == file && p.name == name).unwrap_or(usize::MAX);
+    summary.scenarios.sort_by_key(|r| order(&r.file, &r.name));
+    summary.infrastructure_failures.sort_by_key(|f| order(&f.file, &f.scenario));
     summary.seconds = started.elapsed().as_secs_f64();
     if let Some(dir) = req.snapshots.as_ref().filter(|d| d.is_dir()) {
         for r in &mut summary.scenarios {
@@ -287,6 +307,87 @@ pub async fn run(req: &Request, plans: &[Plan], progress: &Progress, cancel: imp
         }
     }
     Ok(summary)
+}
+
+/// One VM group. Cold, its scenarios share one VM (each reset to the state it
+/// declares). Warm, the first restores the group's prepared state (or builds and
+/// saves it), and every other scenario gets a VM of its own restored from that
+/// state: no scenario sees what another left.
+async fn run_group(req: &Request, group: &[&Plan], slots: &tokio::sync::Semaphore, progress: &Progress, done: &Done) -> Result<(), Error> {
+    let kind = cloud_of(req.cloud, group[0]);
+    let inputs = if req.warm && crate::boot::warm_capable(group[0], &req.boot) {
+        let renderer = crate::render::Renderer::new(req.boot.templates.as_deref())?;
+        Some(runner::warm_inputs(group[0], kind, &renderer)?)
+    } else {
+        None
+    };
+    let Some(inputs) = inputs.as_ref().filter(|_| group.len() > 1) else {
+        return run_vm(req, group, kind, inputs.as_ref(), slots, progress, done).await;
+    };
+    run_vm(req, &group[..1], kind, Some(inputs), slots, progress, done).await?;
+    let rest = group[1..].iter().map(|p| run_vm(req, std::slice::from_ref(p), kind, Some(inputs), slots, progress, done));
+    if req.jobs() <= 1 {
+        for vm in rest {
+            vm.await?;
+        }
+        Ok(())
+    } else {
+        futures_util::future::try_join_all(rest).await.map(|_| ())
+    }
+}
+
+/// One VM and its scenarios, retried when the infrastructure failed; holds one
+/// of the `slots` while its VM runs.
+async fn run_vm(
+    req: &Request,
+    plans: &[&Plan],
+    kind: CloudKind,
+    warm: Option<&serde_json::Value>,
+    slots: &tokio::sync::Semaphore,
+    progress: &Progress,
+    done: &Done,
+) -> Result<(), Error> {
+    let _slot = slots.acquire().await.expect("the semaphore is never closed");
+    // Lines of VMs that run at once say whose they are.
+    let labelled;
+    let progress = if req.jobs() > 1 {
+        labelled = progress.labelled(&plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","));
+        &labelled
+    } else {
+        progress
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failed = |error: String| -> Vec<InfraFailure> {
+            plans
+                .iter()
+                .map(|p| InfraFailure { scenario: p.name.clone(), file: p.source.clone(), error: error.clone(), attempts: attempt })
+                .collect()
+        };
+        match runner::run_vm(plans, kind, &req.boot, progress, req.keep, req.diagnostics, warm).await {
+            Ok(results) => {
+                let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+                d.scenarios.extend(results.into_iter().map(|mut r| {
+                    r.attempts = attempt;
+                    r.flaky = attempt > 1;
+                    r
+                }));
+                return Ok(());
+            }
+            // Bad input is the same on every try: the whole command ends, exit 2.
+            Err(e) if e.is_bad_input() => return Err(e.into()),
+            // Only an infrastructure failure is retried: a check that failed is an answer.
+            Err(e) if attempt <= req.retries => {
+                progress.phase(&format!("infrastructure failed (attempt {attempt} of {}): {e}; retrying", req.retries + 1));
+            }
+            Err(e) => {
+                progress.phase(&format!("infrastructure failed: {e}"));
+                done.lock().unwrap_or_else(|e| e.into_inner()).infrastructure_failures.extend(failed(e.to_string()));
+                return Ok(());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 #!/bin/bash
-# The host network recipe of scenario {{ plan.name }}, rendered by devstack-harness.
+# The host network recipe of a scenario, rendered by devstack-harness (the same
+# text for every scenario with the same settings: a prepared state is keyed by it).
 # It is what a DevStack host on NHN Cloud has: the public IP as a /32 on lo, the
 # Linux bridge {{ plan.world.provider_bridge }} as the provider network, forwarding and MASQUERADE
 # for the provider range.

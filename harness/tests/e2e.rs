@@ -50,7 +50,7 @@ fn scenarios_end_to_end() {
     let before = host_state();
     let dir = tempfile::tempdir().expect("tempdir");
     let junit = dir.path().join("junit.xml");
-    let out = harness(&["run", "--backend", "qemu", "--format", "json", "--junit", junit.to_str().expect("utf8")]);
+    let out = harness(&["run", "--backend", "qemu", "--diagnostics", "--format", "json", "--junit", junit.to_str().expect("utf8")]);
     assert_eq!(host_state(), before, "the host's own addresses, routes or rules changed");
     let v = json(&out);
     xmllint(&junit);

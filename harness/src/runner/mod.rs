@@ -59,6 +59,17 @@ pub enum Keep {
     Never,
 }
 
+/// When the guest's diagnostics (journals, configs, every table: `state/`) are
+/// collected before teardown. The normalized state each snapshot compares is
+/// collected in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Diagnostics {
+    /// When a check failed, the infrastructure did, or the VM stays up.
+    #[default]
+    OnFailure,
+    Always,
+}
+
 /// Scenarios that can share one VM: the same image, VM, world, local.conf and cloud,
 /// and host recipes that differ only in their rules (ip_forward, FORWARD,
 /// MASQUERADE), which are reverted and re-applied between them.
@@ -94,8 +105,9 @@ async fn collect_diagnostics(guest: &dyn Executor, run: &Run) -> Result<(), Exec
     Ok(())
 }
 
-/// Run scenarios that share one VM (see [`groups`]): boot and build the cloud once,
-/// then for each scenario start from exactly the state it declares.
+/// Run scenarios that share one VM (see [`groups`]) in one VM: boot and build the
+/// cloud once, then for each scenario start from exactly the state it declares.
+/// `warm`: restore the group's prepared state, or save it (see [`run_vm`]).
 pub async fn run_group(
     plans: &[&Plan],
     cloud_kind: CloudKind,
@@ -105,18 +117,38 @@ pub async fn run_group(
     warm: bool,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
     let renderer = Renderer::new(opts.templates.as_deref())?;
+    let inputs = if warm { Some(warm_inputs(plans[0], cloud_kind, &renderer)?) } else { None };
+    run_vm(plans, cloud_kind, opts, progress, keep, Diagnostics::OnFailure, inputs.as_ref()).await
+}
+
+/// Run `plans` in one VM. `warm`: the inputs of the prepared state of their VM
+/// group ([`warm_inputs`] of the group's first scenario, which need not be
+/// `plans[0]`): the VM is restored from that state when the cache has it, else
+/// booted, prepared and saved as it.
+pub async fn run_vm(
+    plans: &[&Plan],
+    cloud_kind: CloudKind,
+    opts: &BootOptions,
+    progress: &Progress,
+    keep: Keep,
+    diagnostics: Diagnostics,
+    warm: Option<&serde_json::Value>,
+) -> Result<Vec<ScenarioResult>, RunnerError> {
+    let renderer = Renderer::new(opts.templates.as_deref())?;
     let mut run = Run::create(&plans[0].name)?;
     let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
     let mut guest = None;
     let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, warm, &mut run, &mut guest).await;
-    if let Some(ssh) = &guest {
+    let failed = result.as_ref().map_or(true, |rs| rs.iter().any(|r| !r.passed));
+    let kept = keep == Keep::Always || (keep == Keep::OnFailure && failed);
+    // About 2 s under TCG: worth it when somebody will look.
+    if let Some(ssh) = guest.as_ref().filter(|_| failed || kept || diagnostics == Diagnostics::Always) {
         match collect_diagnostics(ssh, &run).await {
             Ok(()) => progress.detail(&format!("the guest's state is in {}", run.path("state").display())),
             Err(e) => progress.phase(&format!("could not collect the guest's state: {e}")),
         }
     }
-    let failed = result.as_ref().map_or(true, |rs| rs.iter().any(|r| !r.passed));
-    if keep == Keep::Always || (keep == Keep::OnFailure && failed) {
+    if kept {
         guard.armed = false;
         run.record.keep = true;
         let _ = run.save();
@@ -128,7 +160,7 @@ pub async fn run_group(
 /// Everything that decides a VM group's prepared state besides the image, the
 /// accelerator and QEMU (which `boot` adds): the harness, the group's shared
 /// settings, the first scenario's host recipe, the local.conf, templates, scripts.
-fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RenderError> {
+pub fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RenderError> {
     Ok(serde_json::json!({
         "harness": env!("CARGO_PKG_VERSION"),
         "group": share_key(first, kind),
@@ -156,7 +188,7 @@ async fn run_group_in(
     opts: &BootOptions,
     renderer: &Renderer,
     progress: &Progress,
-    warm: bool,
+    warm: Option<&serde_json::Value>,
     run: &mut Run,
     guest_out: &mut Option<crate::ssh::Ssh>,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
@@ -165,7 +197,12 @@ async fn run_group_in(
     progress.phase(&format!("{}: run {} ({})", names.join(", "), run.id, run.dir.display()));
     let cloud = cloud::for_kind(cloud_kind);
 
-    let warm = if warm { boot::Warm::On { inputs: warm_inputs(first, cloud_kind, renderer)? } } else { boot::Warm::Off };
+    // The host recipe a prepared state was built with (its group's first scenario's).
+    let state_recipe = warm.and_then(|w| w["host_recipe"].as_str()).map(str::to_owned);
+    let warm = match warm {
+        Some(inputs) => boot::Warm::On { inputs: inputs.clone() },
+        None => boot::Warm::Off,
+    };
     let t = Instant::now();
     let booted = boot::boot(first, opts, &warm, run, progress).await?;
     let boot_s = t.elapsed().as_secs_f64();
@@ -203,7 +240,12 @@ async fn run_group_in(
             let t = Instant::now();
             cloud.resumed(&vm.site(first)).await?;
             (
-                Some(steps::Prepared { deployed: e.meta.deployed.clone(), host_recipe_s: 0.0, cloud_s: t.elapsed().as_secs_f64() }),
+                Some(steps::Prepared {
+                    deployed: e.meta.deployed.clone(),
+                    host_recipe_s: 0.0,
+                    cloud_s: t.elapsed().as_secs_f64(),
+                    recipe: state_recipe.clone().unwrap_or_default(),
+                }),
                 StartInfo { kind: "restored", key: Some(e.meta.key.clone()) },
             )
         }

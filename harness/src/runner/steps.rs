@@ -138,8 +138,19 @@ fn iptables_nat(op: &str, rule: &[String]) -> Cmd {
     Cmd::new(["iptables", "-w", "-t", "nat", op]).args(rule.iter().cloned()).timeout(Duration::from_secs(30))
 }
 
-/// Back to the shared state after scenario `prev` (the `i-1`-th): its rules and
-/// forwards out, its connections forgotten, the floating IP associated.
+/// From a restored state whose recipe (the VM's recipe 0) is not `plan`'s: its
+/// rules out, `plan`'s recipe in as recipe 1.
+async fn switch_recipe(vm: &Vm<'_>, plan: &Plan) -> Result<(), RunnerError> {
+    let log = vm.log(&format!("reset-{}.log", plan.name));
+    let recipe = vm.renderer.host_recipe(plan)?;
+    vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(1), 0o755).await?;
+    guest_step(vm.guest, "reset to the scenario's host recipe", &Cmd::new([scripts::host_recipe(0), "revert-rules".into()]), &log).await?;
+    host_recipe(vm, 1, plan).await
+}
+
+/// Back to the shared state after scenario `prev`, whose recipe was the guest's
+/// recipe `i-1`: its rules and forwards out, its connections forgotten, the
+/// floating IP associated.
 async fn reset(vm: &Vm<'_>, i: usize, prev: &Plan, plan: &Plan, d: &Deployed) -> Result<(), RunnerError> {
     let log = vm.log(&format!("reset-{i}.log"));
     guest_step(vm.guest, "reset between scenarios", &Cmd::new([scripts::host_recipe(i - 1), "revert-rules".into()]), &log).await?;
@@ -185,13 +196,14 @@ async fn add_forwards(vm: &Vm<'_>, plan: &Plan, d: &Deployed) -> Result<(), Runn
 }
 
 async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>) -> Result<Vec<CheckResult>, RunnerError> {
-    let mut done = Vec::new();
+    let mut done: Vec<CheckResult> = Vec::new();
     for c in &plan.checks {
+        let slowest = done.iter().filter_map(|r| r.answered_s).fold(0.0, f64::max);
         let mut before_took_s = None;
         if let Some(action) = c.before {
             before_took_s = vm.cloud.floating_ip(&vm.site(plan), action).await?;
         }
-        let mut r = checks::run_check(c, plan, d, probes).await;
+        let mut r = checks::run_check(c, plan, d, probes, slowest).await;
         r.before_took_s = before_took_s;
         vm.progress.phase(&format!(
             "{}: {} {}: {:?} ({})",
@@ -213,6 +225,9 @@ pub struct Prepared {
     pub deployed: Deployed,
     pub host_recipe_s: f64,
     pub cloud_s: f64,
+    /// The host recipe applied (as the VM's recipe 0): a restored state's was its
+    /// group's first scenario's, which another scenario may differ from.
+    pub recipe: String,
 }
 
 /// Apply the first scenario's host recipe and build the cloud.
@@ -237,7 +252,7 @@ pub async fn prepare(plan: &Plan, vm: &Vm<'_>) -> Result<Prepared, RunnerError> 
         deployed.floating_ip,
         deployed.fixed_ip
     ));
-    Ok(Prepared { deployed, host_recipe_s, cloud_s: t.elapsed().as_secs_f64() })
+    Ok(Prepared { deployed, host_recipe_s, cloud_s: t.elapsed().as_secs_f64(), recipe })
 }
 
 /// Run the scenarios of a group in its VM, each from exactly the state it
@@ -248,6 +263,8 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
     checks::install_probe(&probes).await?;
     let first = plans[0];
     let mut deployed: Option<Deployed> = None;
+    // Which of the guest's host recipe scripts is in force.
+    let mut recipe_index = 0;
     let mut results = Vec::new();
     for (i, plan) in plans.iter().copied().enumerate() {
         let total = Instant::now();
@@ -259,22 +276,31 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         let mut before_s = 0.0;
         let (recipe_s, cloud_s) = match &deployed {
             None => {
-                let p = match prepared.take() {
+                let mut p = match prepared.take() {
                     Some(p) => {
                         before_s = p.host_recipe_s + p.cloud_s;
                         p
                     }
                     None => prepare(plan, vm).await?,
                 };
+                if p.recipe != vm.renderer.host_recipe(plan)? {
+                    // Restored from a state its group's first scenario built.
+                    let t = Instant::now();
+                    switch_recipe(vm, plan).await?;
+                    vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
+                    recipe_index = 1;
+                    p.host_recipe_s += t.elapsed().as_secs_f64();
+                }
                 deployed = Some(p.deployed);
                 (p.host_recipe_s + vm.netplane_s, p.cloud_s)
             }
             Some(d) => {
                 let t = Instant::now();
                 let recipe = vm.renderer.host_recipe(plan)?;
-                vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(i), 0o755).await?;
-                reset(vm, i, plans[i - 1], plan, d).await?;
-                host_recipe(vm, i, plan).await?;
+                recipe_index += 1;
+                vm.guest.upload(recipe.as_bytes(), &scripts::host_recipe(recipe_index), 0o755).await?;
+                reset(vm, recipe_index, plans[i - 1], plan, d).await?;
+                host_recipe(vm, recipe_index, plan).await?;
                 vm.progress.phase(&format!("{}: host recipe applied and verified", plan.name));
                 (t.elapsed().as_secs_f64(), 0.0)
             }

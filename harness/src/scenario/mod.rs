@@ -133,7 +133,9 @@ pub struct Check {
     pub port: Option<u16>,
     pub expect: Expect,
     pub seen_as: Option<Target>,
-    pub timeout_s: f64,
+    /// How long the probe waits; None: the default for what it expects
+    /// (`checks::wait_s`).
+    pub timeout_s: Option<f64>,
     /// ICMP payload bytes and Don't Fragment (icmp checks only).
     pub size: Option<u16>,
     pub dont_fragment: bool,
@@ -600,9 +602,9 @@ impl Validator {
         if c.size.is_some_and(|s| s > 65507) {
             self.fail(at("size"), format!("expected an ICMP payload of at most 65507 bytes, found {}", c.size.unwrap_or(0)));
         }
-        let timeout_s = c.timeout_s.unwrap_or(10.0);
-        if !(timeout_s > 0.0 && timeout_s <= 600.0) {
-            self.fail(at("timeout_s"), format!("expected a timeout between 0 and 600 seconds, found {timeout_s}"));
+        let timeout_s = c.timeout_s;
+        if let Some(t) = timeout_s.filter(|t| !(*t > 0.0 && *t <= 600.0)) {
+            self.fail(at("timeout_s"), format!("expected a timeout between 0 and 600 seconds, found {t}"));
         }
         let (from, to, expect) = (from?, to?, expect?);
         let name = c.name.clone().unwrap_or_else(|| {

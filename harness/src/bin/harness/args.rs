@@ -92,6 +92,15 @@ pub enum Command {
         /// states (`harness cache` lists them).
         #[arg(long)]
         no_cache: bool,
+        /// Run up to N VMs at once (default: as many as the machine's cores and
+        /// memory hold, a core per vCPU); results stay in the order given.
+        #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Collect the guest's diagnostics (journals, configs, every table, into the
+        /// run's state/) after passing runs too, not only when something failed or
+        /// the VM stays up.
+        #[arg(long)]
+        diagnostics: bool,
         #[command(flatten)]
         select: Select,
         #[command(flatten)]

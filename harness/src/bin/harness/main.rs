@@ -31,7 +31,22 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
     let templates = cli.templates.clone();
     let templates = templates.as_deref();
     match cli.command {
-        Command::Run { scenarios, cloud, format, junit, summary, retries, keep, snapshots, no_snapshots, no_cache, select, vm } => {
+        Command::Run {
+            scenarios,
+            cloud,
+            format,
+            junit,
+            summary,
+            retries,
+            keep,
+            snapshots,
+            no_snapshots,
+            no_cache,
+            jobs,
+            diagnostics,
+            select,
+            vm,
+        } => {
             let req = Request {
                 scenarios,
                 cloud: cloud.map(Into::into),
@@ -42,6 +57,8 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 snapshots: (!no_snapshots).then_some(snapshots),
                 ci: harness::snapshot::in_ci(),
                 warm: !no_cache,
+                jobs: jobs.map(usize::from),
+                diagnostics: if diagnostics { harness::runner::Diagnostics::Always } else { Default::default() },
                 boot: vm.boot_options(templates),
             };
             let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
