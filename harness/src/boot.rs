@@ -135,6 +135,8 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
 }
 
+static IMAGE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether runs of `plan` can restore and save prepared states: its image says
 /// how to boot a VM that is to be saved, and the backend can save one.
 pub fn warm_capable(plan: &Plan, opts: &BootOptions) -> bool {
@@ -158,6 +160,9 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
     // The image (built once, then taken from the cache).
     let recipe = image::load_recipe(image::recipes_dir(opts.images_dir.as_deref()).as_deref(), &plan.vm.image)?;
     let cache = image::cache_root();
+    // One build at a time: VM groups that run at once (`--jobs`) may want the same
+    // image, and the second finds it built by the first.
+    let _building = IMAGE_BUILD.lock().await;
     let image = match image::cached(&recipe, &cache) {
         Some(i) => i,
         None => {
@@ -170,6 +175,7 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
                 .map_err(|e| run::RunError::Command { what: "image build".into(), detail: e.to_string() })??
         }
     };
+    drop(_building);
     run.record.image = Some(format!("{}-{}", image.name, image.hash));
     let accel = accel::decide(opts.accel, image.kernel.as_deref()).await?;
     progress.phase(&accel.reason);

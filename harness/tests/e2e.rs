@@ -246,3 +246,80 @@ fn warm_runs_save_restore_and_rebuild_what_changed_or_broke() {
     let cold = warm_run(states.path(), &["--no-cache"]);
     assert_eq!(cold["scenarios"][0]["start"]["kind"], "cold", "{cold:#}");
 }
+
+/// Runs left up by a test, taken down when dropped (a failed assertion included).
+struct Down(Vec<String>);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let _ = harness(&["down", id]);
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn two_groups_run_at_once_with_jobs_2_and_see_nothing_of_each_other() {
+    require_vm();
+    // A second scenario whose VM differs: a VM group of its own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let second = dir.path().join("ingress-bigger-vm.toml");
+    let ingress = std::fs::read_to_string(root().join("scenarios/floating-ip-ingress.toml")).expect("scenario");
+    std::fs::write(&second, format!("{ingress}\n[vm]\nmemory_mib = 2100\n")).expect("write");
+    let out = harness(&[
+        "run",
+        "--backend",
+        "qemu",
+        "--jobs",
+        "2",
+        "--keep",
+        "always",
+        "--no-snapshots",
+        "--format",
+        "json",
+        "scenarios/instance-egress.toml",
+        second.to_str().expect("utf8"),
+    ]);
+    let v = json(&out);
+    let rs = v["scenarios"].as_array().expect("scenarios").clone();
+    let down = Down(rs.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect());
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(rs.len(), 2, "{v:#}");
+    assert_eq!(rs[0]["name"], "instance-egress", "results in the order given: {v:#}");
+    assert_eq!(rs[1]["name"], "ingress-bigger-vm", "{v:#}");
+    let ids = &down.0.clone();
+    assert_ne!(ids[0], ids[1]);
+    let records: Vec<serde_json::Value> = rs
+        .iter()
+        .map(|r| {
+            let path = PathBuf::from(r["run_dir"].as_str().expect("run_dir")).join("run.json");
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("run.json")).expect("json")
+        })
+        .collect();
+    // At once: the second VM started before the first was done.
+    let created: Vec<i64> = records.iter().map(|r| r["created"].as_i64().expect("created")).collect();
+    let shortest = rs.iter().map(|r| r["timings"]["total"].as_f64().expect("total")).fold(f64::MAX, f64::min);
+    assert!(shortest >= 4.0 && (created[0] - created[1]).abs() <= 1, "not at once: created {created:?}, shortest {shortest} s");
+    assert_ne!(records[0]["ssh_port"], records[1]["ssh_port"]);
+    for (me, other) in [(0, 1), (1, 0)] {
+        let (mine, theirs) = (&ids[me], &ids[other]);
+        // My cloud edge holds my tap and not the other's.
+        let links = Command::new("ip").args(["netns", "exec", &format!("dh-{mine}-edge"), "ip", "-o", "link"]).output().expect("ip");
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert!(links.contains(&format!("dh{mine}t0")), "{mine}'s edge lacks its tap: {links}");
+        assert!(!links.contains(theirs.as_str()), "{mine}'s edge sees {theirs}'s: {links}");
+        // My QEMU uses my run's files only.
+        let pid = records[me]["vm"]["pid"].as_i64().expect("pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).expect("QEMU");
+        assert!(cmdline.contains(&format!("runs/{mine}/")), "{cmdline}");
+        assert!(!cmdline.contains(theirs.as_str()), "{mine}'s QEMU names {theirs}: {cmdline}");
+        // My guest answers with my pinned host key, on my port.
+        let exec = harness(&["exec", mine, "--", "ip", "-o", "link", "show", "dev", "eth0"]);
+        assert_eq!(exec.status.code(), Some(0), "{}", String::from_utf8_lossy(&exec.stderr));
+    }
+    drop(down);
+    for id in ids {
+        assert!(!Path::new(&format!("/run/netns/dh-{id}-edge")).exists(), "{id}'s namespace outlived harness down");
+    }
+}
