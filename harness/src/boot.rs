@@ -12,7 +12,7 @@ use crate::run::{self, Run};
 use crate::scenario::Plan;
 use crate::seed::{IsoSeed, SeedBuilder};
 use crate::ssh::{self, Ssh};
-use crate::vm::{Backend, BackendChoice, BootSource, Disk, Hypervisor, VmConfig};
+use crate::vm::{Backend, BackendChoice, BootSource, Disk, Hypervisor, VmConfig, VmHandle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ pub enum Start {
     /// Booted, and not to be saved.
     Cold,
     /// Booted so that its state can be saved (QMP, migratable devices) under `key`.
-    Saveable { key: String, inputs: serde_json::Value, qmp_socket: PathBuf, seed: PathBuf, client_private_key: String },
+    Saveable { key: String, inputs: serde_json::Value, via: crate::prepared::SaveVia, seed: PathBuf, client_private_key: String },
     /// Restored from a prepared state.
     Restored(Box<crate::prepared::Entry>),
 }
@@ -142,7 +142,7 @@ static IMAGE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub fn warm_capable(plan: &Plan, opts: &BootOptions) -> bool {
     let recipes = image::recipes_dir(opts.images_dir.as_deref());
     let Ok(recipe) = image::load_recipe(recipes.as_deref(), &plan.vm.image) else { return false };
-    recipe.file.boot.warm.is_some() && opts.backend != BackendChoice::Libvirt
+    recipe.file.boot.warm.is_some()
 }
 
 /// Boot the scenario's VM for `run` and wait until SSH works and cloud-init is done.
@@ -180,29 +180,28 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
     let accel = accel::decide(opts.accel, image.kernel.as_deref()).await?;
     progress.phase(&accel.reason);
     run.record.accel = Some(accel.accel.as_str().into());
-    // A warm run needs the QEMU backend (libvirt's save and restore are not wired
-    // in) and an image that says how to boot a VM to be saved.
-    let warm_boot = match (warm, &image.boot.warm, opts.backend) {
-        (Warm::On { inputs }, Some(w), BackendChoice::Auto | BackendChoice::Qemu) => Some((inputs, w.clone())),
-        (Warm::On { .. }, None, _) => {
+    // A warm run needs an image that says how to boot a VM to be saved.
+    let warm_boot = match (warm, &image.boot.warm) {
+        (Warm::On { inputs }, Some(w)) => Some((inputs, w.clone())),
+        (Warm::On { .. }, None) => {
             progress.detail(&format!("image {} has no [boot.warm]: a cold run", image.name));
             None
         }
-        (Warm::On { .. }, _, BackendChoice::Libvirt) => {
-            progress.phase("warm runs need the QEMU backend: a cold run with libvirt");
-            None
-        }
-        (Warm::Off, ..) => None,
+        (Warm::Off, _) => None,
     };
-    let backend = match warm_boot {
-        Some(_) => Backend::Qemu(crate::vm::qemu::QemuBackend),
-        None => Backend::choose(opts.backend, &opts.connect).await?,
+    // Warm runs take QEMU unless libvirt was asked for: QEMU restores one state in
+    // several VMs at once, libvirt only under the name it was saved with.
+    let backend = match (&warm_boot, opts.backend) {
+        (Some(_), BackendChoice::Auto) => Backend::Qemu(crate::vm::qemu::QemuBackend),
+        _ => Backend::choose(opts.backend, &opts.connect).await?,
     };
+    let libvirt = matches!(backend, Backend::Libvirt(_));
     let warm_key = match &warm_boot {
         Some((inputs, w)) => {
             let all = serde_json::json!({
                 "inputs": inputs, "image": format!("{}-{}", image.name, image.hash), "accel": accel.accel.as_str(),
                 "qemu": crate::accel::qemu_version(), "machine": "q35", "cpu": crate::accel::CPU_MODEL, "boot": w,
+                "backend": backend.name(),
             });
             Some((crate::prepared::key(&all), all))
         }
@@ -272,9 +271,14 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
         },
         BootMethod::Firmware => BootSource::Firmware,
     };
-    let qmp_socket = warm_key.as_ref().map(|_| run.path("qmp.sock"));
+    let qmp_socket = warm_key.as_ref().filter(|_| !libvirt).map(|_| run.path("qmp.sock"));
+    // libvirt restores a domain only under the name it was saved with: the state's.
+    let name = match &warm_key {
+        Some((key, _)) if libvirt => format!("dh-s{}", &key[..12]),
+        _ => run::vm_name(&run.id),
+    };
     let cfg = VmConfig {
-        name: run::vm_name(&run.id),
+        name,
         memory_mib: plan.vm.memory_mib,
         cpus: plan.vm.cpus,
         accel: accel.accel,
@@ -351,16 +355,7 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
 
     let start = match (entry, warm_key) {
         (Some(e), _) => {
-            // The guest's clock stopped when it was saved.
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let set = crate::exec::Executor::run(
-                &ssh,
-                &crate::exec::Cmd::new(["date", "-s", &format!("@{now}")]).timeout(Duration::from_secs(30)),
-            )
-            .await;
-            if !set.as_ref().is_ok_and(|o| o.status == 0) {
-                return Err(guest_err("restore", "the guest's clock to be set", format!("{set:?}")));
-            }
+            set_clock(&ssh).await.map_err(|seen| guest_err("restore", "the guest's clock to be set", seen))?;
             mark("restored", &mut timings);
             progress.phase(&format!(
                 "restored prepared state {} ({:.1} s after the VM started)",
@@ -378,16 +373,59 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
             }
             mark("cloud_init_done", &mut timings);
             progress.phase(&format!("cloud-init done ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
-            match (warm_key, qmp_socket) {
-                (Some((key, inputs)), Some(qmp_socket)) => {
-                    Start::Saveable { key, inputs, qmp_socket, seed, client_private_key: keys.client_private.clone() }
+            match warm_key {
+                Some((key, inputs)) => {
+                    let via = match (&handle, qmp_socket) {
+                        (VmHandle::Libvirt { uri, domain }, _) => {
+                            crate::prepared::SaveVia::Libvirt { uri: uri.clone(), domain: domain.clone() }
+                        }
+                        (_, Some(q)) => crate::prepared::SaveVia::Qmp(q),
+                        (_, None) => unreachable!("a QEMU VM to be saved has a QMP socket"),
+                    };
+                    Start::Saveable { key, inputs, via, seed, client_private_key: keys.client_private.clone() }
                 }
-                _ => Start::Cold,
+                None => Start::Cold,
             }
         }
     };
     run.set_status("up");
     Ok(Booted { start, ssh, accel, backend: backend.name(), image, rendered, timings })
+}
+
+/// Set the guest's clock, which stopped when its state was saved.
+async fn set_clock(ssh: &Ssh) -> Result<(), String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let set =
+        crate::exec::Executor::run(ssh, &crate::exec::Cmd::new(["date", "-s", &format!("@{now}")]).timeout(Duration::from_secs(30))).await;
+    match set {
+        Ok(o) if o.status == 0 => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// After libvirt saved a run's domain (which stops it): restore it from `state`
+/// with the run's own domain XML, its tap back in the cloud edge, SSH connected
+/// again, the clock set. The run goes on as before.
+pub async fn resume_after_libvirt_save(plan: &Plan, run: &Run, uri: &str, state: &Path, ssh: &Ssh) -> Result<(), BootError> {
+    let guest_err = |what: &str, seen: String| BootError::Guest {
+        what: "resume after saving".into(),
+        expected: what.into(),
+        seen,
+        console_tail: console_tail(&run.path("console.log"), 25),
+        console: run.path("console.log"),
+        run_dir: run.dir.clone(),
+    };
+    // libvirt opens the tap by name in its own namespace.
+    crate::netplane::detach_tap(run).await?;
+    let xml_path = run.path("domain.xml");
+    let xml = std::fs::read_to_string(&xml_path).map_err(|source| run::RunError::Io { path: xml_path, source })?;
+    let (uri, state) = (uri.to_owned(), state.to_owned());
+    tokio::task::spawn_blocking(move || crate::vm::libvirt::restore(&uri, &state, &xml))
+        .await
+        .map_err(|e| guest_err("libvirt to restore the domain", e.to_string()))??;
+    crate::netplane::attach_tap(plan, run).await?;
+    ssh.reconnect(Duration::from_secs(120)).await.map_err(|e| guest_err("SSH to answer again", e.to_string()))?;
+    set_clock(ssh).await.map_err(|seen| guest_err("the guest's clock to be set", seen))
 }
 
 /// Removes a run's resources when dropped (panics included), unless disarmed.

@@ -67,6 +67,14 @@ pub async fn attach_tap(plan: &Plan, run: &Run) -> Result<(), NetplaneError> {
     step(&edge, "edge tap up", &["ip", "link", "set", &tap, "up"]).await
 }
 
+/// The guest's tap back from the cloud edge into the host namespace (where
+/// libvirt looks for it when it restores the VM); [`attach_tap`] moves it again.
+pub async fn detach_tap(run: &Run) -> Result<(), NetplaneError> {
+    let (edge_ns, tap) = (run::edge_netns(&run.id), run::data_tap(&run.id));
+    // Namespace 1: PID 1's, the host's.
+    step(&HostNetns::new(&edge_ns), "tap out of the edge", &["ip", "link", "set", &tap, "netns", "1"]).await
+}
+
 /// Wire the internet namespace to the edge and put the edge's NAT in place.
 /// Called after the boot made the edge namespace and moved the guest's tap into it.
 /// The responder answers on the ports of every scenario in `plans` (they share the VM).

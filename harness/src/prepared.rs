@@ -153,10 +153,19 @@ pub fn lookup(key: &str) -> Result<Option<Entry>, String> {
     Ok(Some(e))
 }
 
+/// How a VM's state is saved.
+#[derive(Debug, Clone)]
+pub enum SaveVia {
+    /// QEMU's own migration to a file, through its QMP socket; the VM goes on.
+    Qmp(PathBuf),
+    /// libvirt's save image; the domain stops (the caller restores it).
+    Libvirt { uri: String, domain: String },
+}
+
 /// What [`save`] needs besides the VM.
 pub struct SaveInput<'a> {
     pub key: &'a str,
-    pub qmp_socket: &'a Path,
+    pub via: &'a SaveVia,
     pub overlay: &'a Path,
     pub seed: &'a Path,
     pub guest_id: &'a str,
@@ -176,47 +185,21 @@ pub async fn save(s: SaveInput<'_>) -> Result<Entry, PreparedError> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let state = tmp.join("state.bin");
-    let qmp = tokio::sync::Mutex::new(Qmp::connect(s.qmp_socket).await?);
-    qmp.lock().await.execute("stop", serde_json::json!({})).await?;
-    let uri = format!("exec:cat > {}", crate::exec::quote(&[state.display().to_string()]));
-    let saved = async {
-        qmp.lock().await.execute("migrate", serde_json::json!({ "uri": uri })).await?;
-        let q = &qmp;
-        let status = wait::until("the migration to a file", Duration::from_secs(300), Duration::from_millis(100), || async move {
-            {
-                match q.lock().await.execute("query-migrate", serde_json::json!({})).await {
-                    Ok(v) => match v["status"].as_str() {
-                        Some("completed") => Step::Done(Ok(())),
-                        Some("failed") | Some("cancelled") => Step::Done(Err(v.to_string())),
-                        other => Step::NotYet(format!("status {other:?}")),
-                    },
-                    Err(e) => Step::Fail(e.to_string()),
-                }
+    let saved = match s.via {
+        SaveVia::Qmp(socket) => save_qmp(socket, &state, s.overlay, s.seed, &tmp).await,
+        SaveVia::Libvirt { uri, domain } => {
+            let (uri, domain, to) = (uri.clone(), domain.clone(), state.clone());
+            match tokio::task::spawn_blocking(move || crate::vm::libvirt::save(&uri, &domain, &to)).await {
+                Ok(Ok(())) => copy_disks(s.overlay, s.seed, &tmp).await,
+                Ok(Err(e)) => Err(PreparedError::Migrate(e.to_string())),
+                Err(e) => Err(PreparedError::Migrate(e.to_string())),
             }
-        })
-        .await
-        .map_err(|e| PreparedError::Migrate(e.to_string()))?;
-        status.map_err(PreparedError::Migrate)?;
-        // The disk as the saved memory knows it; the VM is still paused.
-        for (from, to) in [(s.overlay, tmp.join("disk.qcow2")), (s.seed, tmp.join("seed.iso"))] {
-            tokio::task::spawn_blocking({
-                let (from, to) = (from.to_owned(), to.clone());
-                move || std::fs::copy(&from, &to)
-            })
-            .await
-            .map_err(|e| PreparedError::Migrate(e.to_string()))?
-            .map_err(io(&to))?;
         }
-        Ok::<(), PreparedError>(())
-    }
-    .await;
-    // Resume in every case: the run that saved goes on.
-    let resumed = qmp.lock().await.execute("cont", serde_json::json!({})).await;
+    };
     if let Err(e) = saved {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    resumed?;
     let sums = tokio::task::spawn_blocking({
         let tmp = tmp.clone();
         move || -> std::io::Result<_> { Ok((sha256_file(&tmp.join("state.bin"))?, sha256_file(&tmp.join("disk.qcow2"))?)) }
@@ -247,6 +230,52 @@ pub async fn save(s: SaveInput<'_>) -> Result<Entry, PreparedError> {
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     trust(&meta);
     Ok(Entry { dir, meta })
+}
+
+/// The disk as the saved memory knows it, and the seed, into the entry.
+async fn copy_disks(overlay: &Path, seed: &Path, tmp: &Path) -> Result<(), PreparedError> {
+    for (from, to) in [(overlay, tmp.join("disk.qcow2")), (seed, tmp.join("seed.iso"))] {
+        tokio::task::spawn_blocking({
+            let (from, to) = (from.to_owned(), to.clone());
+            move || std::fs::copy(&from, &to)
+        })
+        .await
+        .map_err(|e| PreparedError::Migrate(e.to_string()))?
+        .map_err(io(&to))?;
+    }
+    Ok(())
+}
+
+/// Pause, migrate to `state`, copy the disks, resume (in every case: the run
+/// that saved goes on).
+async fn save_qmp(socket: &Path, state: &Path, overlay: &Path, seed: &Path, tmp: &Path) -> Result<(), PreparedError> {
+    let qmp = tokio::sync::Mutex::new(Qmp::connect(socket).await?);
+    qmp.lock().await.execute("stop", serde_json::json!({})).await?;
+    let uri = format!("exec:cat > {}", crate::exec::quote(&[state.display().to_string()]));
+    let saved = async {
+        qmp.lock().await.execute("migrate", serde_json::json!({ "uri": uri })).await?;
+        let q = &qmp;
+        let status = wait::until("the migration to a file", Duration::from_secs(300), Duration::from_millis(100), || async move {
+            match q.lock().await.execute("query-migrate", serde_json::json!({})).await {
+                Ok(v) => match v["status"].as_str() {
+                    Some("completed") => Step::Done(Ok(())),
+                    Some("failed") | Some("cancelled") => Step::Done(Err(v.to_string())),
+                    other => Step::NotYet(format!("status {other:?}")),
+                },
+                Err(e) => Step::Fail(e.to_string()),
+            }
+        })
+        .await
+        .map_err(|e| PreparedError::Migrate(e.to_string()))?;
+        status.map_err(PreparedError::Migrate)?;
+        // The VM is still paused: the disk is as the saved memory knows it.
+        copy_disks(overlay, seed, tmp).await
+    }
+    .await;
+    let resumed = qmp.lock().await.execute("cont", serde_json::json!({})).await;
+    saved?;
+    resumed?;
+    Ok(())
 }
 
 /// Every entry of the cache, most recently used first.

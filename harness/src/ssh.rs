@@ -113,6 +113,15 @@ impl Ssh {
         &self.target
     }
 
+    /// Connect again to the same guest (its VM was saved and restored, which ended
+    /// the old connection); every clone of this `Ssh` uses the new one.
+    pub async fn reconnect(&self, deadline: Duration) -> Result<(), SshError> {
+        let fresh = Ssh::connect(self.target.clone(), deadline, || Ok(())).await?;
+        let session = fresh.session.lock().map_err(|_| proto("session lock poisoned"))?.clone();
+        *self.session.lock().map_err(|_| proto("session lock poisoned"))? = session;
+        Ok(())
+    }
+
     /// Run a command; each chunk of output goes to `on_output` as it arrives.
     pub async fn exec_streaming(
         &self,

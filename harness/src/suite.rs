@@ -326,7 +326,8 @@ async fn run_group(req: &Request, group: &[&Plan], slots: &tokio::sync::Semaphor
     };
     run_vm(req, &group[..1], kind, Some(inputs), slots, progress, done).await?;
     let rest = group[1..].iter().map(|p| run_vm(req, std::slice::from_ref(p), kind, Some(inputs), slots, progress, done));
-    if req.jobs() <= 1 {
+    // libvirt restores a state only under the name it was saved with: one at a time.
+    if req.jobs() <= 1 || req.boot.backend == BackendChoice::Libvirt {
         for vm in rest {
             vm.await?;
         }

@@ -199,8 +199,11 @@ fn ctrl_c_keeps_what_finished_and_tears_down_the_rest() {
 
 /// `harness run` of instance-egress with its prepared states in `states`; the JSON.
 fn warm_run(states: &Path, extra: &[&str]) -> serde_json::Value {
+    // QEMU unless `extra` names the backend.
+    let backend: &[&str] = if extra.contains(&"--backend") { &[] } else { &["--backend", "qemu"] };
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "--backend", "qemu", "--format", "json"])
+        .args(["run", "--format", "json"])
+        .args(backend)
         .args(extra)
         .arg("scenarios/instance-egress.toml")
         .current_dir(root())
@@ -322,4 +325,28 @@ fn two_groups_run_at_once_with_jobs_2_and_see_nothing_of_each_other() {
     for id in ids {
         assert!(!Path::new(&format!("/run/netns/dh-{id}-edge")).exists(), "{id}'s namespace outlived harness down");
     }
+}
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn warm_runs_through_libvirt_save_and_restore() {
+    require_vm();
+    common::require(&[("virsh", "libvirt-clients")]);
+    let states = tempfile::tempdir().expect("states");
+    // Saved through libvirt (the run goes on in its domain restored), then restored.
+    let first = warm_run(states.path(), &["--backend", "libvirt"]);
+    let r = &first["scenarios"][0];
+    assert_eq!(r["backend"], "libvirt", "{first:#}");
+    assert_eq!(r["start"]["kind"], "saved", "{first:#}");
+    let key = r["start"]["key"].as_str().expect("key").to_owned();
+    let second = warm_run(states.path(), &["--backend", "libvirt"]);
+    assert_eq!(second["scenarios"][0]["backend"], "libvirt", "{second:#}");
+    assert_eq!(second["scenarios"][0]["start"], serde_json::json!({ "kind": "restored", "key": key }), "{second:#}");
+    // A libvirt state is not a QEMU one: the QEMU backend makes its own.
+    let qemu = warm_run(states.path(), &["--backend", "qemu"]);
+    assert_ne!(qemu["scenarios"][0]["start"]["key"].as_str(), Some(key.as_str()), "{qemu:#}");
+    // Nothing of either stays defined or running.
+    let list = Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output().expect("virsh");
+    let names = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(!names.contains(&format!("dh-s{}", &key[..12])), "the restored domain outlived its run: {names}");
 }

@@ -249,7 +249,7 @@ async fn run_group_in(
                 StartInfo { kind: "restored", key: Some(e.meta.key.clone()) },
             )
         }
-        boot::Start::Saveable { key, inputs, qmp_socket, seed, client_private_key } => {
+        boot::Start::Saveable { key, inputs, via, seed, client_private_key } => {
             let p = steps::prepare(first, &vm).await?;
             let t = Instant::now();
             // The page cache is memory the state would carry for nothing (a
@@ -258,7 +258,7 @@ async fn run_group_in(
             guest.run(&Cmd::new(["sysctl", "-qw", "vm.drop_caches=3"]).timeout(Duration::from_secs(60))).await?;
             let saved = crate::prepared::save(crate::prepared::SaveInput {
                 key,
-                qmp_socket,
+                via,
                 overlay: &run.path("disk.qcow2"),
                 seed,
                 guest_id: &run.id,
@@ -269,6 +269,10 @@ async fn run_group_in(
                 inputs: inputs.clone(),
             })
             .await;
+            // libvirt's save stopped the domain: the run goes on in it restored.
+            if let (crate::prepared::SaveVia::Libvirt { uri, .. }, Ok(e)) = (via, &saved) {
+                boot::resume_after_libvirt_save(first, run, uri, &e.state(), guest).await?;
+            }
             match saved {
                 Ok(e) => {
                     // The cache stays within its size: least recently used states go first.

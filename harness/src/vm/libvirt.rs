@@ -10,6 +10,7 @@ use super::{disk_args, mgmt_nic_args, BootSource, Hypervisor, VmConfig, VmError,
 use crate::accel::{Accel, CPU_MODEL};
 use virt::connect::Connect;
 use virt::domain::Domain;
+use virt::sys;
 
 pub struct LibvirtBackend {
     uri: String,
@@ -65,6 +66,13 @@ impl Element {
     }
 }
 
+/// A UUID made from a domain name (its SHA-256, shaped as a UUID).
+pub fn uuid_of(name: &str) -> String {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
@@ -73,6 +81,9 @@ pub fn escape(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct DomainXml {
     pub name: String,
+    /// Derived from the name: libvirt restores a saved domain only under the name
+    /// and UUID it was saved with, so both follow from the prepared state's key.
+    pub uuid: String,
     pub kvm: bool,
     pub memory_mib: u32,
     pub vcpus: u32,
@@ -96,6 +107,7 @@ impl DomainXml {
         qemu_args.extend(mgmt_nic_args(cfg, Some(slot)));
         DomainXml {
             name: cfg.name.clone(),
+            uuid: uuid_of(&cfg.name),
             kvm: cfg.accel == Accel::Kvm,
             memory_mib: cfg.memory_mib,
             vcpus: cfg.cpus,
@@ -137,6 +149,7 @@ impl DomainXml {
             .attr("type", if self.kvm { "kvm" } else { "qemu" })
             .attr("xmlns:qemu", "http://libvirt.org/schemas/domain/qemu/1.0")
             .child(Element::new("name").text(self.name.clone()))
+            .child(Element::new("uuid").text(self.uuid.clone()))
             .child(Element::new("memory").attr("unit", "MiB").text(self.memory_mib.to_string()))
             .child(Element::new("vcpu").text(self.vcpus.to_string()))
             .child(os)
@@ -212,10 +225,15 @@ impl Hypervisor for LibvirtBackend {
         std::fs::write(&path, &xml).map_err(|source| VmError::Io { path: path.clone(), source })?;
         let uri = self.uri.clone();
         let name = cfg.name.clone();
+        let incoming = cfg.incoming.clone();
         tokio::task::spawn_blocking(move || -> Result<VmHandle, VmError> {
             let mut conn = Connect::open(Some(&uri)).map_err(|e| libvirt_err(&uri, e, DAEMON_FIX))?;
             // A transient domain: it disappears when destroyed, nothing stays defined.
-            let result = Domain::create_xml(&conn, &xml, 0);
+            let result = match &incoming {
+                // Restored with this run's own files, tap and port; running at once.
+                Some(state) => Domain::domain_restore_flags(&conn, &state.display().to_string(), Some(&xml), sys::VIR_DOMAIN_SAVE_RUNNING),
+                None => Domain::create_xml(&conn, &xml, 0).map(|_| ()),
+            };
             let _ = conn.close();
             result.map_err(|e| libvirt_err(&uri, e, &format!("the domain XML is in {}", path.display())))?;
             Ok(VmHandle::Libvirt { uri, domain: name })
@@ -235,6 +253,36 @@ pub fn stop(uri: &str, domain: &str) -> Result<(), VmError> {
     }
     let _ = conn.close();
     Ok(())
+}
+
+/// Save a running domain's memory and devices to `to` (libvirt's save image); the
+/// domain stops. Synchronous.
+pub fn save(uri: &str, domain: &str, to: &std::path::Path) -> Result<(), VmError> {
+    virt::error::clear_error_callback();
+    let mut conn = Connect::open(Some(uri)).map_err(|e| libvirt_err(uri, e, DAEMON_FIX))?;
+    let result = Domain::lookup_by_name(&conn, domain).and_then(|d| {
+        let path = std::ffi::CString::new(to.display().to_string()).expect("a path without NUL");
+        // virt 0.4 wraps restore but not save: the C call, on a domain pointer the
+        // crate owns for the duration of the call.
+        let ret = unsafe { sys::virDomainSaveFlags(d.as_ptr(), path.as_ptr(), std::ptr::null(), 0) };
+        if ret == -1 {
+            Err(virt::error::Error::last_error())
+        } else {
+            Ok(())
+        }
+    });
+    let _ = conn.close();
+    result.map_err(|e| libvirt_err(uri, e, &format!("virsh -c {uri} save {domain} FILE")).into())
+}
+
+/// Restore a domain saved by [`save`] with `xml` (the same name, UUID and
+/// devices; other files, tap and port allowed), running. Synchronous.
+pub fn restore(uri: &str, from: &std::path::Path, xml: &str) -> Result<(), VmError> {
+    virt::error::clear_error_callback();
+    let mut conn = Connect::open(Some(uri)).map_err(|e| libvirt_err(uri, e, DAEMON_FIX))?;
+    let result = Domain::domain_restore_flags(&conn, &from.display().to_string(), Some(xml), sys::VIR_DOMAIN_SAVE_RUNNING);
+    let _ = conn.close();
+    result.map_err(|e| libvirt_err(uri, e, &format!("virsh -c {uri} restore {} --xml DOMAIN.xml", from.display())).into())
 }
 
 pub fn is_running(uri: &str, domain: &str) -> bool {
