@@ -115,7 +115,10 @@ pub async fn scenario(plan: &Plan, opts: &BootOptions, runs: usize) -> Result<Sc
         let results = run_group(&[plan], kind, opts, progress, Keep::Never, warm).await?;
         let r = results.into_iter().next().expect("one scenario, one result");
         let mut timings = r.timings.clone();
-        timings.insert("wall".into(), t.elapsed().as_secs_f64());
+        let wall = t.elapsed().as_secs_f64();
+        // What the run spent after its result: diagnostics (on failure) and teardown.
+        timings.insert("teardown".into(), (wall - timings.get("total").copied().unwrap_or(wall)).max(0.0));
+        timings.insert("wall".into(), wall);
         Ok((r, timings))
     }
     let mut cold: BTreeMap<String, Vec<f64>> = BTreeMap::new();

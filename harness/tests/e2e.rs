@@ -65,6 +65,12 @@ fn scenarios_end_to_end() {
             assert_eq!(tcp["observed"]["seen_as"], "203.0.113.10", "the responder must see the public IP");
         }
         assert_eq!(result["passed"], true, "{name}: a check did not match; run directory {}", run_dir.display());
+        // Warm: one prepared state; every scenario but the first restores it in a VM of its own.
+        if name != "floating-ip-ingress" {
+            assert_eq!(result["start"]["kind"], "restored", "{name}: {}", result["start"]);
+            assert_eq!(result["start"]["key"], results["floating-ip-ingress"]["start"]["key"]);
+            assert_ne!(result["run_id"], results["floating-ip-ingress"]["run_id"]);
+        }
         // The guest's state was collected before teardown.
         assert!(run_dir.join("state/host/iptables-save.txt").is_file(), "no collected state in {}", run_dir.display());
         let text = std::fs::read_to_string(run_dir.join(format!("snapshot-{name}.txt"))).expect("snapshot text");
@@ -263,36 +269,39 @@ impl Drop for Down {
 
 #[test]
 #[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
-fn two_groups_run_at_once_with_jobs_2_and_see_nothing_of_each_other() {
+fn groups_and_restores_run_at_once_with_jobs_and_see_nothing_of_each_other() {
     require_vm();
-    // A second scenario whose VM differs: a VM group of its own.
+    // Group A: three scenarios of one VM group (the first prepares or restores the
+    // state, the other two restore it at once); group B: a scenario whose VM
+    // differs. Three slots: A's first beside B, then A's other two together.
     let dir = tempfile::tempdir().expect("tempdir");
     let second = dir.path().join("ingress-bigger-vm.toml");
     let ingress = std::fs::read_to_string(root().join("scenarios/floating-ip-ingress.toml")).expect("scenario");
     std::fs::write(&second, format!("{ingress}\n[vm]\nmemory_mib = 2100\n")).expect("write");
+    let names = ["instance-egress", "floating-ip-ingress", "repro-no-masquerade", "ingress-bigger-vm"];
     let out = harness(&[
         "run",
         "--backend",
         "qemu",
         "--jobs",
-        "2",
+        "3",
         "--keep",
         "always",
         "--no-snapshots",
         "--format",
         "json",
         "scenarios/instance-egress.toml",
+        "scenarios/floating-ip-ingress.toml",
+        "scenarios/repro-no-masquerade.toml",
         second.to_str().expect("utf8"),
     ]);
     let v = json(&out);
     let rs = v["scenarios"].as_array().expect("scenarios").clone();
     let down = Down(rs.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect());
     assert_eq!(out.status.code(), Some(0), "{v:#}");
-    assert_eq!(rs.len(), 2, "{v:#}");
-    assert_eq!(rs[0]["name"], "instance-egress", "results in the order given: {v:#}");
-    assert_eq!(rs[1]["name"], "ingress-bigger-vm", "{v:#}");
-    let ids = &down.0.clone();
-    assert_ne!(ids[0], ids[1]);
+    let got: Vec<&str> = rs.iter().map(|r| r["name"].as_str().unwrap_or("")).collect();
+    assert_eq!(got, names, "results in the order given: {v:#}");
+    let ids = down.0.clone();
     let records: Vec<serde_json::Value> = rs
         .iter()
         .map(|r| {
@@ -300,29 +309,37 @@ fn two_groups_run_at_once_with_jobs_2_and_see_nothing_of_each_other() {
             serde_json::from_str(&std::fs::read_to_string(&path).expect("run.json")).expect("json")
         })
         .collect();
-    // At once: the second VM started before the first was done.
+    // A's later two are restored from A's state, each in a VM of its own.
+    let key = &rs[0]["start"]["key"];
+    assert!(key.is_string(), "{v:#}");
+    for r in &rs[1..3] {
+        assert_eq!(r["start"], serde_json::json!({ "kind": "restored", "key": key }), "{v:#}");
+        assert!(r.get("shared_vm").is_none(), "{r:#}");
+    }
+    // At once: A's first beside B, and A's other two together.
     let created: Vec<i64> = records.iter().map(|r| r["created"].as_i64().expect("created")).collect();
-    let shortest = rs.iter().map(|r| r["timings"]["total"].as_f64().expect("total")).fold(f64::MAX, f64::min);
-    assert!(shortest >= 4.0 && (created[0] - created[1]).abs() <= 1, "not at once: created {created:?}, shortest {shortest} s");
-    assert_ne!(records[0]["ssh_port"], records[1]["ssh_port"]);
-    for (me, other) in [(0, 1), (1, 0)] {
-        let (mine, theirs) = (&ids[me], &ids[other]);
-        // My cloud edge holds my tap and not the other's.
+    assert!((created[0] - created[3]).abs() <= 1, "A and B not at once: created {created:?}");
+    assert!((created[1] - created[2]).abs() <= 1, "A's restores not at once: created {created:?}");
+    let ports: std::collections::BTreeSet<String> = records.iter().map(|r| r["ssh_port"].to_string()).collect();
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    for (me, mine) in ids.iter().enumerate() {
         let links = Command::new("ip").args(["netns", "exec", &format!("dh-{mine}-edge"), "ip", "-o", "link"]).output().expect("ip");
         let links = String::from_utf8_lossy(&links.stdout).into_owned();
-        assert!(links.contains(&format!("dh{mine}t0")), "{mine}'s edge lacks its tap: {links}");
-        assert!(!links.contains(theirs.as_str()), "{mine}'s edge sees {theirs}'s: {links}");
-        // My QEMU uses my run's files only.
         let pid = records[me]["vm"]["pid"].as_i64().expect("pid");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).expect("QEMU");
-        assert!(cmdline.contains(&format!("runs/{mine}/")), "{cmdline}");
-        assert!(!cmdline.contains(theirs.as_str()), "{mine}'s QEMU names {theirs}: {cmdline}");
+        // My cloud edge holds my tap; my QEMU uses my run's files (its own overlay).
+        assert!(links.contains(&format!("dh{mine}t0")), "{mine}'s edge lacks its tap: {links}");
+        assert!(cmdline.contains(&format!("runs/{mine}/disk.qcow2")), "{cmdline}");
+        for theirs in ids.iter().filter(|t| *t != mine) {
+            assert!(!links.contains(theirs.as_str()), "{mine}'s edge sees {theirs}'s: {links}");
+            assert!(!cmdline.contains(theirs.as_str()), "{mine}'s QEMU names {theirs}: {cmdline}");
+        }
         // My guest answers with my pinned host key, on my port.
         let exec = harness(&["exec", mine, "--", "ip", "-o", "link", "show", "dev", "eth0"]);
         assert_eq!(exec.status.code(), Some(0), "{}", String::from_utf8_lossy(&exec.stderr));
     }
     drop(down);
-    for id in ids {
+    for id in &ids {
         assert!(!Path::new(&format!("/run/netns/dh-{id}-edge")).exists(), "{id}'s namespace outlived harness down");
     }
 }

@@ -143,7 +143,7 @@ pub fn for_kind(kind: CloudKind) -> Box<dyn Cloud> {
     match kind {
         CloudKind::Replica => Box::new(replica::Replica),
         CloudKind::Devstack => Box::new(devstack::Devstack),
-        CloudKind::Neutron => Box::new(neutron::Neutron),
+        CloudKind::Neutron => Box::new(neutron::Neutron::default()),
     }
 }
 

@@ -25,7 +25,11 @@ const RULES: &str = "/run/harness-neutron-rules.json";
 const AGENTS_TIMEOUT: Duration = Duration::from_secs(1800);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 
-pub struct Neutron;
+#[derive(Default)]
+pub struct Neutron {
+    /// Restored from a prepared state, and the agents not yet seen alive again.
+    agents_unconfirmed: std::sync::atomic::AtomicBool,
+}
 
 const HOST2_CONF: &str = "/etc/neutron/plugins/ml2/ml2_conf-host2.ini";
 
@@ -121,6 +125,18 @@ async fn json_step<T: for<'de> Deserialize<'de>>(site: &Site<'_>, step: &str, ar
         output: format!("expected a JSON line, saw {line:?}: {e}"),
         log: log.display().to_string(),
     })
+}
+
+impl Neutron {
+    /// After a restore, before the first change through the API: wait until the
+    /// API sees the agents alive again, so that the change reaches them.
+    async fn agents_alive(&self, site: &Site<'_>) -> Result<(), CloudError> {
+        if self.agents_unconfirmed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _: serde_json::Value =
+                json_step(site, "neutron agents after restore", &[API, "wait-agents", "300"], Duration::from_secs(360)).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -300,12 +316,13 @@ impl Cloud for Neutron {
         })
     }
 
-    /// A restored VM's agents last reported before the save: wait until the API
-    /// sees them alive again (within their report interval), so that changes
-    /// reach them.
-    async fn resumed(&self, site: &Site<'_>) -> Result<(), CloudError> {
-        let _: serde_json::Value =
-            json_step(site, "neutron agents after restore", &[API, "wait-agents", "300"], Duration::from_secs(360)).await?;
+    /// A restored VM's agents last reported before the save, so the API thinks
+    /// them dead until they report again (within their report interval). The
+    /// datapath does not wait for that: only a change through the API does (see
+    /// [`Neutron::agents_alive`]), which saves a restored scenario without one
+    /// about 15 s under TCG.
+    async fn resumed(&self, _site: &Site<'_>) -> Result<(), CloudError> {
+        self.agents_unconfirmed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -318,6 +335,7 @@ impl Cloud for Neutron {
             floating_ip: Ipv4Addr,
             fixed_ip: Ipv4Addr,
         }
+        self.agents_alive(site).await?;
         let changed: Changed = json_step(site, verb, &[API, verb], CHANGE_TIMEOUT).await?;
         let changed_at = std::time::Instant::now();
         let want = match action {

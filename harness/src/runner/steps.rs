@@ -315,9 +315,11 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         let checks_done = run_checks(vm, plan, d, &probes).await?;
         timings.insert("checks".to_owned(), t.elapsed().as_secs_f64());
 
+        let t = Instant::now();
         let raw = vm.guest.run(&Cmd::new(["bash", COLLECT_STATE])).await?;
         let _ = std::fs::write(vm.log(&format!("state-{}.txt", plan.name)), &raw.stdout);
         let state = normalize_state(&raw.stdout, vm.run_id, d);
+        timings.insert("state".to_owned(), t.elapsed().as_secs_f64());
         timings.insert("total".to_owned(), total.elapsed().as_secs_f64() + before_s + if i == 0 { vm.boot_s + vm.netplane_s } else { 0.0 });
         let result = ScenarioResult {
             name: plan.name.clone(),
