@@ -136,6 +136,7 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 static IMAGE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static ACCEL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether runs of `plan` can restore and save prepared states: its image says
 /// how to boot a VM that is to be saved, and the backend can save one.
@@ -178,7 +179,12 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
     drop(_building);
     run.record.image = Some(format!("{}-{}", image.name, image.hash));
     let accel = accel::decide(opts.accel, image.kernel.as_deref()).await?;
-    progress.phase(&accel.reason);
+    // Once per process: with a VM per scenario the same sentence would repeat.
+    if !ACCEL_SAID.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        progress.phase(&accel.reason);
+    } else {
+        progress.detail(&accel.reason);
+    }
     run.record.accel = Some(accel.accel.as_str().into());
     // A warm run needs an image that says how to boot a VM to be saved.
     let warm_boot = match (warm, &image.boot.warm) {
