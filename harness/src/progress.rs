@@ -1,13 +1,16 @@
 //! Progress for people and for logs: a line per phase with its elapsed time; on a
-//! terminal, a live spinner (indicatif) for long steps such as an image build;
-//! plain timestamped lines when not a terminal, so that CI logs stay readable.
+//! terminal, a live spinner (indicatif) for long steps such as an image build, and
+//! one live line per VM when several run at once; plain timestamped lines when
+//! not a terminal, so that CI logs stay readable.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 pub struct Progress {
     start: Instant,
+    /// The terminal's live lines, when there is a terminal.
+    multi: Option<MultiProgress>,
     bar: Option<ProgressBar>,
     quiet: bool,
     verbose: bool,
@@ -19,24 +22,27 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} [{elapsed:>4}] {wide_msg}").expect("valid template"));
-            b.enable_steady_tick(Duration::from_millis(120));
-            b
-        });
-        Progress { start: Instant::now(), bar, quiet, verbose: false, label: None, owns_bar: true }
+        let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
+        let bar = multi.as_ref().map(|m| m.add(spinner("{spinner} [{elapsed:>4}] {wide_msg}")));
+        Progress { start: Instant::now(), multi, bar, quiet, verbose: false, label: None, owns_bar: true }
     }
 
-    /// The same progress, its lines starting with `[label]`.
+    /// The same progress, its lines starting with `[label]`; on a terminal, with a
+    /// live line of its own that shows its latest phase (one per VM that runs).
     pub fn labelled(&self, label: &str) -> Progress {
+        let bar = self.multi.as_ref().map(|m| {
+            let b = m.add(spinner("{spinner} [{elapsed:>4}] {prefix}: {wide_msg}"));
+            b.set_prefix(label.to_owned());
+            b
+        });
         Progress {
             start: self.start,
-            bar: self.bar.clone(),
+            multi: self.multi.clone(),
+            owns_bar: bar.is_some(),
+            bar: bar.or_else(|| self.bar.clone()),
             quiet: self.quiet,
             verbose: self.verbose,
             label: Some(label.to_owned()),
-            owns_bar: false,
         }
     }
 
@@ -48,7 +54,7 @@ impl Progress {
 
     /// A silent progress, for tests and library callers.
     pub fn hidden() -> Progress {
-        Progress { start: Instant::now(), bar: None, quiet: true, verbose: false, label: None, owns_bar: false }
+        Progress { start: Instant::now(), multi: None, bar: None, quiet: true, verbose: false, label: None, owns_bar: false }
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -65,7 +71,12 @@ impl Progress {
             None => format!("[{:>6.1}s] {msg}", self.elapsed()),
         };
         match &self.bar {
-            Some(b) => b.println(line),
+            Some(b) => {
+                b.println(line);
+                if self.label.is_some() {
+                    b.set_message(msg.to_owned());
+                }
+            }
             None => eprintln!("{line}"),
         }
     }
@@ -97,6 +108,13 @@ impl Progress {
             });
         }
     }
+}
+
+fn spinner(template: &str) -> ProgressBar {
+    let b = ProgressBar::new_spinner();
+    b.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    b.enable_steady_tick(Duration::from_millis(120));
+    b
 }
 
 impl Drop for Progress {
