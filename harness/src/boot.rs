@@ -139,7 +139,7 @@ static IMAGE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static ACCEL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether runs of `plan` can restore and save prepared states: its image says
-/// how to boot a VM that is to be saved, and the backend can save one.
+/// how to boot a VM that is to be saved (both backends can save one).
 pub fn warm_capable(plan: &Plan, opts: &BootOptions) -> bool {
     let recipes = image::recipes_dir(opts.images_dir.as_deref());
     let Ok(recipe) = image::load_recipe(recipes.as_deref(), &plan.vm.image) else { return false };
@@ -381,12 +381,9 @@ pub async fn boot(plan: &Plan, opts: &BootOptions, warm: &Warm, run: &mut Run, p
             progress.phase(&format!("cloud-init done ({:.1} s after the VM started)", vm_start.elapsed().as_secs_f64()));
             match warm_key {
                 Some((key, inputs)) => {
-                    let via = match (&handle, qmp_socket) {
-                        (VmHandle::Libvirt { uri, domain }, _) => {
-                            crate::prepared::SaveVia::Libvirt { uri: uri.clone(), domain: domain.clone() }
-                        }
-                        (_, Some(q)) => crate::prepared::SaveVia::Qmp(q),
-                        (_, None) => unreachable!("a QEMU VM to be saved has a QMP socket"),
+                    let via = match &handle {
+                        VmHandle::Libvirt { uri, domain } => crate::prepared::SaveVia::Libvirt { uri: uri.clone(), domain: domain.clone() },
+                        VmHandle::Qemu { .. } => crate::prepared::SaveVia::Qmp(run.path("qmp.sock")),
                     };
                     Start::Saveable { key, inputs, via, seed, client_private_key: keys.client_private.clone() }
                 }
@@ -423,9 +420,7 @@ pub async fn resume_after_libvirt_save(plan: &Plan, run: &Run, uri: &str, state:
     };
     // libvirt opens the tap by name in its own namespace.
     crate::netplane::detach_tap(run).await?;
-    let xml_path = run.path("domain.xml");
-    let xml = std::fs::read_to_string(&xml_path).map_err(|source| run::RunError::Io { path: xml_path, source })?;
-    let (uri, state) = (uri.to_owned(), state.to_owned());
+    let (uri, state, xml) = (uri.to_owned(), state.to_owned(), run.path("domain.xml"));
     tokio::task::spawn_blocking(move || crate::vm::libvirt::restore(&uri, &state, &xml))
         .await
         .map_err(|e| guest_err("libvirt to restore the domain", e.to_string()))??;

@@ -264,16 +264,7 @@ pub async fn run(req: &Request, plans: &[Plan], progress: &Progress, cancel: imp
     let groups = select(plans, req.cloud, req.shard);
     let done: Done = Default::default();
     let slots = tokio::sync::Semaphore::new(jobs);
-    let work = async {
-        if req.jobs() <= 1 {
-            for g in &groups {
-                run_group(req, g, &slots, progress, &done).await?;
-            }
-            Ok(())
-        } else {
-            futures_util::future::try_join_all(groups.iter().map(|g| run_group(req, g, &slots, progress, &done))).await.map(|_| ())
-        }
-    };
+    let work = all(jobs > 1, groups.iter().map(|g| run_group(req, g, &slots, progress, &done)));
     let interrupted = tokio::select! {
         r = work => { r?; false }
         _ = cancel => true,
@@ -327,14 +318,19 @@ async fn run_group(req: &Request, group: &[&Plan], slots: &tokio::sync::Semaphor
     run_vm(req, &group[..1], kind, Some(inputs), slots, progress, done).await?;
     let rest = group[1..].iter().map(|p| run_vm(req, std::slice::from_ref(p), kind, Some(inputs), slots, progress, done));
     // libvirt restores a state only under the name it was saved with: one at a time.
-    if req.jobs() <= 1 || req.boot.backend == BackendChoice::Libvirt {
-        for vm in rest {
-            vm.await?;
-        }
-        Ok(())
-    } else {
-        futures_util::future::try_join_all(rest).await.map(|_| ())
+    all(req.jobs() > 1 && req.boot.backend != BackendChoice::Libvirt, rest).await
+}
+
+/// Every one of `vms`, at once or one after the other; the first error ends all
+/// (the others are dropped, which tears their VMs down).
+async fn all<F: Future<Output = Result<(), Error>>>(at_once: bool, vms: impl IntoIterator<Item = F>) -> Result<(), Error> {
+    if at_once {
+        return futures_util::future::try_join_all(vms).await.map(|_| ());
     }
+    for vm in vms {
+        vm.await?;
+    }
+    Ok(())
 }
 
 /// One VM and its scenarios, retried when the infrastructure failed; holds one

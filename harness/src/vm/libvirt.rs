@@ -227,13 +227,14 @@ impl Hypervisor for LibvirtBackend {
         let name = cfg.name.clone();
         let incoming = cfg.incoming.clone();
         tokio::task::spawn_blocking(move || -> Result<VmHandle, VmError> {
+            // Restored with this run's own files, tap and port; running at once.
+            if let Some(state) = &incoming {
+                restore(&uri, state, &path)?;
+                return Ok(VmHandle::Libvirt { uri, domain: name });
+            }
             let mut conn = Connect::open(Some(&uri)).map_err(|e| libvirt_err(&uri, e, DAEMON_FIX))?;
             // A transient domain: it disappears when destroyed, nothing stays defined.
-            let result = match &incoming {
-                // Restored with this run's own files, tap and port; running at once.
-                Some(state) => Domain::domain_restore_flags(&conn, &state.display().to_string(), Some(&xml), sys::VIR_DOMAIN_SAVE_RUNNING),
-                None => Domain::create_xml(&conn, &xml, 0).map(|_| ()),
-            };
+            let result = Domain::create_xml(&conn, &xml, 0);
             let _ = conn.close();
             result.map_err(|e| libvirt_err(&uri, e, &format!("the domain XML is in {}", path.display())))?;
             Ok(VmHandle::Libvirt { uri, domain: name })
@@ -275,14 +276,17 @@ pub fn save(uri: &str, domain: &str, to: &std::path::Path) -> Result<(), VmError
     result.map_err(|e| libvirt_err(uri, e, &format!("virsh -c {uri} save {domain} FILE")).into())
 }
 
-/// Restore a domain saved by [`save`] with `xml` (the same name, UUID and
-/// devices; other files, tap and port allowed), running. Synchronous.
-pub fn restore(uri: &str, from: &std::path::Path, xml: &str) -> Result<(), VmError> {
+/// Restore a domain saved by [`save`] with the domain XML in `xml_path` (the same
+/// name, UUID and devices; other files, tap and port allowed), running.
+/// Synchronous.
+pub fn restore(uri: &str, from: &std::path::Path, xml_path: &std::path::Path) -> Result<(), VmError> {
+    let xml = std::fs::read_to_string(xml_path).map_err(|source| VmError::Io { path: xml_path.into(), source })?;
     virt::error::clear_error_callback();
     let mut conn = Connect::open(Some(uri)).map_err(|e| libvirt_err(uri, e, DAEMON_FIX))?;
-    let result = Domain::domain_restore_flags(&conn, &from.display().to_string(), Some(xml), sys::VIR_DOMAIN_SAVE_RUNNING);
+    let result = Domain::domain_restore_flags(&conn, &from.display().to_string(), Some(&xml), sys::VIR_DOMAIN_SAVE_RUNNING);
     let _ = conn.close();
-    result.map_err(|e| libvirt_err(uri, e, &format!("virsh -c {uri} restore {} --xml DOMAIN.xml", from.display())).into())
+    let fix = format!("virsh -c {uri} restore {} --xml {}", from.display(), xml_path.display());
+    result.map_err(|e| libvirt_err(uri, e, &fix).into())
 }
 
 pub fn is_running(uri: &str, domain: &str) -> bool {
