@@ -41,6 +41,10 @@ pub struct CheckResult {
     /// where the cloud applies it asynchronously (neutron).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before_took_s: Option<f64>,
+    /// Where the packet went and died ([`crate::trace`]): for a check that failed
+    /// or expects no answer, or every check with `--trace`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::Trace>,
     /// The line of the check in its scenario file.
     #[serde(skip)]
     pub line: usize,
@@ -137,12 +141,11 @@ fn parse_probe(text: &str) -> (Expect, String, Option<f64>) {
     }
 }
 
-/// Run one check from where it says and compare it with what it expects. A
-/// probe that cannot run is an "unreachable" outcome whose detail says why.
-/// `slowest_answer_s`: see [`wait_s`].
-pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, slowest_answer_s: f64) -> CheckResult {
+/// Send `c`'s probe once, waiting `wait` seconds for an answer: the outcome, its
+/// detail and when the answer came. A probe that cannot run is "unreachable",
+/// its detail says why.
+pub async fn probe_once(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, wait: f64) -> (Expect, String, Option<f64>) {
     let addr = resolve(&c.to, c.from, plan, v);
-    let wait = wait_s(c, slowest_answer_s);
     let budget = Duration::from_secs_f64(wait + 30.0);
     let (exec, argv): (&dyn Executor, Vec<String>) = match c.from {
         Endpoint::Internet => (p.internet, vec!["/usr/bin/python3".into(), p.internet_probe.into()]),
@@ -151,11 +154,19 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, slo
     };
     let source = (c.from == Endpoint::Internet).then_some(plan.world.internet_client);
     let cmd = Cmd::new(argv).args(probe_args(c, addr, source, wait)).timeout(budget);
-    let (outcome, detail, answered_s) = match exec.run(&cmd).await {
+    match exec.run(&cmd).await {
         Ok(o) => parse_probe(&o.text()),
         Err(e) if e.is_timeout() => (Expect::Unreachable, "the probe itself timed out".into(), None),
         Err(e) => (Expect::Unreachable, format!("cannot run the probe: {e}"), None),
-    };
+    }
+}
+
+/// Run one check from where it says and compare it with what it expects.
+/// `slowest_answer_s`: see [`wait_s`].
+pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, slowest_answer_s: f64) -> CheckResult {
+    let addr = resolve(&c.to, c.from, plan, v);
+    let wait = wait_s(c, slowest_answer_s);
+    let (outcome, detail, answered_s) = probe_once(c, plan, v, p, wait).await;
     let seen_as = detail.lines().find_map(|l| l.trim().strip_prefix("seen_as ")).map(str::to_owned);
     let expected_seen_as = c.seen_as.as_ref().map(|t| resolve(t, c.from, plan, v).to_string());
     let seen_ok = match (&expected_seen_as, outcome) {
@@ -176,6 +187,7 @@ pub async fn run_check(c: &Check, plan: &Plan, v: &Deployed, p: &Probes<'_>, slo
         waited_s: wait,
         answered_s,
         before_took_s: None,
+        trace: None,
         line: c.line,
     }
 }

@@ -31,6 +31,7 @@ pub mod seed;
 pub mod snapshot;
 pub mod ssh;
 pub mod suite;
+pub mod trace;
 pub mod vm;
 pub mod wait;
 pub mod world;

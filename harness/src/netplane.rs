@@ -25,10 +25,12 @@ pub enum NetplaneError {
 
 pub const EDGE_GATEWAY_MAC: &str = "52:54:00:ed:9e:01";
 
-fn edge_veth(id: &str) -> String {
+/// The cloud edge's end of the veth to the internet.
+pub fn edge_veth(id: &str) -> String {
     format!("dh{id}e0")
 }
-fn inet_veth(id: &str) -> String {
+/// The internet's end of the veth to the cloud edge.
+pub fn inet_veth(id: &str) -> String {
     format!("dh{id}i0")
 }
 fn uplink_if(id: &str) -> String {

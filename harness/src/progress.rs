@@ -47,6 +47,11 @@ impl Progress {
     }
 
     /// Also print the lines of [`Progress::detail`] (`-v`).
+    /// Whether `-v` was given (reports show more).
+    pub fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+
     pub fn verbose(mut self, on: bool) -> Progress {
         self.verbose = on;
         self

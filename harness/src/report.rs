@@ -54,6 +54,11 @@ impl Summary {
     }
 
     pub fn text(&self) -> String {
+        self.text_with(false)
+    }
+
+    /// The text report; `verbose`: each traced check's hops with their evidence.
+    pub fn text_with(&self, verbose: bool) -> String {
         let mut s = String::new();
         for r in &self.scenarios {
             let shared = r.shared_vm.as_ref().map(|v| format!(", in the VM of {v}")).unwrap_or_default();
@@ -81,6 +86,16 @@ impl Summary {
                     format!("{:?}", c.expect).to_lowercase(),
                     format!("{:?}{port}", c.outcome).to_lowercase()
                 ));
+                if let Some(t) = &c.trace {
+                    if let Some(d) = &t.died_at {
+                        s.push_str(&format!("       {}\n", d.line()));
+                    }
+                    if verbose {
+                        for h in &t.path {
+                            s.push_str(&format!("         {} {}: {}\n", if h.saw { "saw" } else { "---" }, h.hop, h.evidence));
+                        }
+                    }
+                }
             }
             match &r.snapshot {
                 Some(SnapshotOutcome::Matched { file }) => s.push_str(&format!("  snapshot matches {}\n", file.display())),
@@ -302,6 +317,9 @@ fn check_message(c: &crate::checks::CheckResult) -> String {
     if let Some(want) = &c.expected_seen_as {
         m.push_str(&format!(", expected to be seen as {want}, seen as {}", c.observed.seen_as.as_deref().unwrap_or("nothing")));
     }
+    if let Some(d) = c.trace.as_ref().and_then(|t| t.died_at.as_ref()) {
+        m.push_str(&format!("; {}", d.line()));
+    }
     m
 }
 
@@ -348,6 +366,7 @@ mod tests {
             waited_s: 10.0,
             answered_s: None,
             before_took_s: None,
+            trace: None,
             line: 12,
         };
         let r = ScenarioResult {

@@ -35,6 +35,8 @@ pub enum RunnerError {
     Render(#[from] RenderError),
     #[error("host recipe verify failed:\n{0}")]
     Recipe(String),
+    #[error("run {run}: {what}")]
+    Diagnose { run: String, what: String },
 }
 
 impl RunnerError {
@@ -59,15 +61,17 @@ pub enum Keep {
     Never,
 }
 
-/// When the guest's diagnostics (journals, configs, every table: `state/`) are
-/// collected before teardown. The normalized state each snapshot compares is
-/// collected in every case.
+/// What the harness looks at beyond the checks' outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Diagnostics {
-    /// When a check failed, the infrastructure did, or the VM stays up.
-    #[default]
-    OnFailure,
-    Always,
+pub struct Diagnostics {
+    /// Collect the guest's diagnostics (journals, configs, every table: `state/`)
+    /// before teardown in every case; else only when a check failed, the
+    /// infrastructure did, or the VM stays up. (The normalized state each snapshot
+    /// compares is collected in every case.)
+    pub always: bool,
+    /// Trace every check's packet ([`crate::trace`]); else only those of checks
+    /// that failed or expect no answer.
+    pub trace_all: bool,
 }
 
 /// Scenarios that can share one VM: the same image, VM, world, local.conf and cloud,
@@ -118,7 +122,7 @@ pub async fn run_group(
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
     let renderer = Renderer::new(opts.templates.as_deref())?;
     let inputs = if warm { Some(warm_inputs(plans[0], cloud_kind, &renderer)?) } else { None };
-    run_vm(plans, cloud_kind, opts, progress, keep, Diagnostics::OnFailure, inputs.as_ref()).await
+    run_vm(plans, cloud_kind, opts, progress, keep, Diagnostics::default(), inputs.as_ref()).await
 }
 
 /// Run `plans` in one VM. `warm`: the inputs of the prepared state of their VM
@@ -138,11 +142,11 @@ pub async fn run_vm(
     let mut run = Run::create(&plans[0].name)?;
     let mut guard = TeardownGuard { id: run.id.clone(), armed: true };
     let mut guest = None;
-    let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, warm, &mut run, &mut guest).await;
+    let result = run_group_in(plans, cloud_kind, opts, &renderer, progress, warm, diagnostics.trace_all, &mut run, &mut guest).await;
     let failed = result.as_ref().map_or(true, |rs| rs.iter().any(|r| !r.passed));
     let kept = keep == Keep::Always || (keep == Keep::OnFailure && failed);
     // About 2 s under TCG: worth it when somebody will look.
-    if let Some(ssh) = guest.as_ref().filter(|_| failed || kept || diagnostics == Diagnostics::Always) {
+    if let Some(ssh) = guest.as_ref().filter(|_| failed || kept || diagnostics.always) {
         match collect_diagnostics(ssh, &run).await {
             Ok(()) => progress.detail(&format!("the guest's state is in {}", run.path("state").display())),
             Err(e) => progress.phase(&format!("could not collect the guest's state: {e}")),
@@ -189,6 +193,7 @@ async fn run_group_in(
     renderer: &Renderer,
     progress: &Progress,
     warm: Option<&serde_json::Value>,
+    trace_all: bool,
     run: &mut Run,
     guest_out: &mut Option<crate::ssh::Ssh>,
 ) -> Result<Vec<ScenarioResult>, RunnerError> {
@@ -219,10 +224,19 @@ async fn run_group_in(
     let netplane_s = t.elapsed().as_secs_f64();
 
     let internet = HostNetns::new(&run::internet_netns(&run.id));
+    let edge = HostNetns::new(&run::edge_netns(&run.id));
     let vm = Vm {
         guest,
         internet: &internet,
+        edge: &edge,
         internet_probe: run.path("probe.py"),
+        trace: steps::TraceAt {
+            all: trace_all,
+            host_script: run.path("trace-counters.sh"),
+            edge_tap: run::data_tap(&run.id),
+            edge_veth: netplane::edge_veth(&run.id),
+            internet_veth: netplane::inet_veth(&run.id),
+        },
         cloud: &*cloud,
         renderer,
         local_conf: &booted.rendered.local_conf,
@@ -299,4 +313,48 @@ async fn run_group_in(
         r.start = start.clone();
     }
     Ok(results)
+}
+
+/// Trace again, in a kept run's VM, the checks of the scenario it is in (all, or
+/// those whose name contains `only`), for a person iterating on a fix: `harness
+/// diagnose`. The VM is as the run and the person left it.
+pub async fn diagnose(run: &Run, only: Option<&str>) -> Result<Vec<(String, Option<crate::trace::Trace>)>, RunnerError> {
+    let bad = |what: String| RunnerError::Diagnose { run: run.id.clone(), what };
+    let path = run.path(steps::IN_FORCE);
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e} (did its checks start?)", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let file = v["scenario"].as_str().map(std::path::PathBuf::from).ok_or_else(|| bad(format!("{}: no scenario", path.display())))?;
+    let plan = crate::scenario::load(&file).map_err(|e| bad(format!("the scenario it ran: {e}")))?;
+    let d: crate::cloud::Deployed = serde_json::from_value(v["deployed"].clone()).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let target = run.ssh_target().ok_or_else(|| bad("its VM has no SSH port: is it up? (harness ps)".into()))?;
+    let guest = crate::ssh::Ssh::connect(target, Duration::from_secs(10), || Ok(())).await.map_err(ExecError::from)?;
+    steps::install_scripts(&guest).await?;
+    let (internet, edge) = (HostNetns::new(&run::internet_netns(&run.id)), HostNetns::new(&run::edge_netns(&run.id)));
+    let internet_probe = run.path("probe.py").display().to_string();
+    let probes = crate::checks::Probes { guest: &guest, internet: &internet, internet_probe: &internet_probe };
+    let host_script = run.path("trace-counters.sh").display().to_string();
+    let at = crate::trace::Places {
+        guest: &guest,
+        edge: &edge,
+        internet: &internet,
+        host_script: &host_script,
+        edge_tap: run::data_tap(&run.id),
+        edge_veth: netplane::edge_veth(&run.id),
+        internet_veth: netplane::inet_veth(&run.id),
+    };
+    let chosen: Vec<_> = plan.checks.iter().filter(|c| only.is_none_or(|o| c.name.contains(o))).collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = plan.checks.iter().map(|c| c.name.as_str()).collect();
+        return Err(bad(format!(
+            "scenario {} has no check named like {:?}; its checks: {}",
+            plan.name,
+            only.unwrap_or(""),
+            names.join("; ")
+        )));
+    }
+    let mut out = vec![];
+    for c in chosen {
+        out.push((c.name.clone(), crate::trace::trace(c, &plan, &d, &probes, &at).await));
+    }
+    Ok(out)
 }

@@ -107,6 +107,9 @@ pub fn snapshot_text(r: &ScenarioResult) -> String {
             c.observed.seen_as.as_ref().map(|a| format!(", seen as {a}")).unwrap_or_default(),
             if c.passed { "pass" } else { "FAIL" }
         ));
+        if let Some(d) = c.trace.as_ref().and_then(|t| t.died_at.as_ref()) {
+            s.push_str(&format!("  {}\n", d.line().replace(&r.run_id, "<run>")));
+        }
     }
     // What the cloud says it did, where it says (neutron): the lease the instance
     // got from dnsmasq and the security group in force.

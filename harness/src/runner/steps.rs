@@ -10,8 +10,9 @@ use crate::cloud::{guest_step, Cloud, Deployed, Site};
 use crate::exec::{Cmd, Executor};
 use crate::progress::Progress;
 use crate::render::Renderer;
-use crate::scenario::{Endpoint, Plan};
+use crate::scenario::{Endpoint, Expect, Plan};
 use crate::scripts::{self, script};
+use crate::trace;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Where the harness keeps its state scripts in the guest.
 pub const COLLECT_STATE: &str = "/usr/local/share/devstack-harness/collect-state.sh";
+/// The run directory's record of the scenario the VM is in and its cloud.
+pub const IN_FORCE: &str = "in-force.json";
 pub const COLLECT_DIAGNOSTICS: &str = "/usr/local/share/devstack-harness/collect-diagnostics.sh";
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,8 +69,11 @@ pub struct ScenarioResult {
 pub struct Vm<'a> {
     pub guest: &'a dyn Executor,
     pub internet: &'a dyn Executor,
+    /// The cloud edge's namespace on the host (the trace reads its counters).
+    pub edge: &'a dyn Executor,
     /// The probe's path on the host, for checks from the internet namespace.
     pub internet_probe: PathBuf,
+    pub trace: TraceAt,
     pub cloud: &'a dyn Cloud,
     pub renderer: &'a Renderer,
     /// The rendered local.conf the cloud builds from.
@@ -80,6 +86,17 @@ pub struct Vm<'a> {
     /// Seconds the first scenario paid before its own stages: boot, network plane.
     pub boot_s: f64,
     pub netplane_s: f64,
+}
+
+/// What the trace stage needs besides the executors.
+pub struct TraceAt {
+    /// Trace every check, not only those that failed or expect no answer.
+    pub all: bool,
+    /// The counter script's path on the host (for the edge and internet namespaces).
+    pub host_script: PathBuf,
+    pub edge_tap: String,
+    pub edge_veth: String,
+    pub internet_veth: String,
 }
 
 impl Vm<'_> {
@@ -105,6 +122,7 @@ pub async fn install_scripts(guest: &dyn Executor) -> Result<(), RunnerError> {
     guest.run(&Cmd::new(["mkdir", "-p", "/usr/local/share/devstack-harness"])).await?;
     guest.upload(script("collect-state.sh").as_bytes(), COLLECT_STATE, 0o644).await?;
     guest.upload(script("collect-diagnostics.sh").as_bytes(), COLLECT_DIAGNOSTICS, 0o644).await?;
+    guest.upload(script("trace-counters.sh").as_bytes(), trace::GUEST_SCRIPT, 0o644).await?;
     Ok(())
 }
 
@@ -205,6 +223,23 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
         }
         let mut r = checks::run_check(c, plan, d, probes, slowest).await;
         r.before_took_s = before_took_s;
+        // A passing reachable check costs nothing more unless asked.
+        if vm.trace.all || !r.passed || c.expect == Expect::Unreachable {
+            let host_script = vm.trace.host_script.display().to_string();
+            let at = trace::Places {
+                guest: vm.guest,
+                edge: vm.edge,
+                internet: vm.internet,
+                host_script: &host_script,
+                edge_tap: vm.trace.edge_tap.clone(),
+                edge_veth: vm.trace.edge_veth.clone(),
+                internet_veth: vm.trace.internet_veth.clone(),
+            };
+            r.trace = trace::trace(c, plan, d, probes, &at).await;
+            if let Some(died) = r.trace.as_ref().and_then(|t| t.died_at.as_ref()) {
+                vm.progress.detail(&format!("{}: {}: {}", plan.name, r.name, died.line()));
+            }
+        }
         vm.progress.phase(&format!(
             "{}: {} {}: {:?} ({})",
             plan.name,
@@ -261,6 +296,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
     let internet_probe = vm.internet_probe.display().to_string();
     let probes = Probes { guest: vm.guest, internet: vm.internet, internet_probe: &internet_probe };
     checks::install_probe(&probes).await?;
+    vm.internet.upload(script("trace-counters.sh").as_bytes(), &vm.trace.host_script.display().to_string(), 0o644).await?;
     let first = plans[0];
     let mut deployed: Option<Deployed> = None;
     // Which of the guest's host recipe scripts is in force.
@@ -307,6 +343,10 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         };
         timings.insert("host_recipe".to_owned(), recipe_s);
         let d = deployed.as_ref().expect("prepared above");
+        // What `harness diagnose` traces in a kept VM: the scenario it is in now.
+        let source = std::fs::canonicalize(&plan.source).unwrap_or_else(|_| plan.source.clone());
+        let in_force = serde_json::json!({ "scenario": source, "deployed": d });
+        let _ = std::fs::write(vm.log(IN_FORCE), serde_json::to_vec_pretty(&in_force).expect("serializable"));
         let t = Instant::now();
         add_forwards(vm, plan, d).await?;
         timings.insert("cloud".to_owned(), cloud_s + t.elapsed().as_secs_f64());
@@ -369,6 +409,7 @@ mod tests {
     struct World {
         guest: Recorder,
         internet: Recorder,
+        edge: Recorder,
         renderer: Renderer,
         progress: Progress,
         dir: tempfile::TempDir,
@@ -383,6 +424,7 @@ mod tests {
             World {
                 guest,
                 internet,
+                edge: Recorder::new("edge"),
                 renderer: Renderer::new(None).expect("templates"),
                 progress: Progress::new(true),
                 dir: tempfile::tempdir().expect("tempdir"),
@@ -395,7 +437,15 @@ mod tests {
             let vm = Vm {
                 guest: &self.guest,
                 internet: &self.internet,
+                edge: &self.edge,
                 internet_probe: PathBuf::from("/run-dir/probe.py"),
+                trace: TraceAt {
+                    all: false,
+                    host_script: PathBuf::from("/run-dir/trace-counters.sh"),
+                    edge_tap: "dhabcd1234t0".into(),
+                    edge_veth: "dhabcd1234e0".into(),
+                    internet_veth: "dhabcd1234i0".into(),
+                },
                 cloud: &*cloud,
                 renderer: &self.renderer,
                 local_conf: &local_conf,

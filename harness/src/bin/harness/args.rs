@@ -101,6 +101,10 @@ pub enum Command {
         /// the VM stays up.
         #[arg(long)]
         diagnostics: bool,
+        /// Trace every check's packet hop by hop (`path` in the results), not only
+        /// those of checks that failed or expect no answer.
+        #[arg(long)]
+        trace: bool,
         #[command(flatten)]
         select: Select,
         #[command(flatten)]
@@ -143,6 +147,15 @@ pub enum Command {
         timeout: u64,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Trace again, hop by hop, the checks of the scenario a kept run's VM is in
+    /// (`--keep`), and say where each packet died: for iterating on a fix by hand.
+    Diagnose {
+        run: String,
+        /// Only the checks whose name contains this.
+        check: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Tear a run down: its VM, namespaces, taps and overlay.
     Down { run: String },

@@ -44,6 +44,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             no_cache,
             jobs,
             diagnostics,
+            trace,
             select,
             vm,
         } => {
@@ -58,7 +59,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 ci: harness::snapshot::in_ci(),
                 warm: !no_cache,
                 jobs: jobs.map(usize::from),
-                diagnostics: if diagnostics { harness::runner::Diagnostics::Always } else { Default::default() },
+                diagnostics: harness::runner::Diagnostics { always: diagnostics, trace_all: trace },
                 boot: vm.boot_options(templates),
             };
             let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
@@ -77,6 +78,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Up { scenario, keep, vm } => up(scenario.as_deref(), keep, &vm, templates),
         Command::Ssh { run } => ssh_interactive(&run),
         Command::Exec { run, timeout, command } => exec(&run, command, timeout),
+        Command::Diagnose { run, check, format } => diagnose(&run, check.as_deref(), format, cli.verbose),
         Command::Down { run } => {
             let problems = Run::open(&run)?.teardown();
             if !problems.is_empty() {
@@ -200,7 +202,7 @@ fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&
             println!("{a}");
         }
     }
-    emit(format, &summary, || summary.text());
+    emit(format, &summary, || summary.text_with(progress.is_verbose()));
     Ok(summary.exit_code())
 }
 
@@ -287,6 +289,37 @@ fn ssh_interactive(id: &str) -> Result<u8, Error> {
             tools: vec![harness::prereq::Tool { command: "ssh", package: "openssh-client" }],
         })?;
     Ok(u8::try_from(status.code().unwrap_or(255)).unwrap_or(255))
+}
+
+/// Trace a kept run's checks again and print where each packet died.
+fn diagnose(id: &str, check: Option<&str>, format: Format, verbose: bool) -> Result<u8, Error> {
+    let run = Run::open(id)?;
+    let traced = runtime().block_on(harness::runner::diagnose(&run, check))?;
+    match format {
+        Format::Json => {
+            let rows: Vec<_> = traced.iter().map(|(name, t)| serde_json::json!({ "check": name, "trace": t })).collect();
+            println!("{}", serde_json::to_string_pretty(&rows).expect("serializable"));
+        }
+        Format::Text => {
+            for (name, t) in &traced {
+                match t {
+                    None => println!("{name}: not traced (this cloud's instance is not a namespace of the guest)"),
+                    Some(t) => {
+                        match &t.died_at {
+                            Some(d) => println!("{name}: {}", d.line()),
+                            None => println!("{name}: every hop saw it, both ways ({})", t.trace_probe),
+                        }
+                        if verbose {
+                            for h in &t.path {
+                                println!("  {} {}: {}", if h.saw { "saw" } else { "---" }, h.hop, h.evidence);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// Run a command in a run's guest; the argv reaches the guest's shell quoted, word for word.
