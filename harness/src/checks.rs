@@ -41,13 +41,47 @@ pub struct CheckResult {
     /// where the cloud applies it asynchronously (neutron).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before_took_s: Option<f64>,
-    /// Where the packet went and died ([`crate::trace`]): for a check that failed
+    /// Where the packet went and died (the trace stage): for a check that failed
     /// or expects no answer, or every check with `--trace`.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<crate::trace::Trace>,
+    pub trace: Option<Trace>,
     /// The line of the check in its scenario file.
     #[serde(skip)]
     pub line: usize,
+}
+
+/// One hop of a traced path: whether its counters moved while the probe ran again.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hop {
+    pub hop: String,
+    pub saw: bool,
+    pub evidence: String,
+}
+
+/// The hop that saw the packet last, and why it went no further.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DiedAt {
+    pub hop: String,
+    pub reason: String,
+}
+
+/// A check's packet followed hop by hop (the trace stage, `trace.rs`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Trace {
+    /// The request's hops, then (when the request arrived) the reply's, marked `(reply)`.
+    pub path: Vec<Hop>,
+    /// None: every hop saw the packet both ways.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub died_at: Option<DiedAt>,
+    /// What the probe sent for the trace saw (it may differ from the check's own
+    /// outcome in a world that changed in between; the check's outcome stands).
+    pub trace_probe: String,
+}
+
+impl DiedAt {
+    pub fn line(&self) -> String {
+        format!("died at {}: {}", self.hop, self.reason)
+    }
 }
 
 /// How long a check expected reachable waits for an answer unless it says.

@@ -7,50 +7,16 @@
 //! state and MTU, `ip route get`), never from which fault a scenario switched on.
 //! Reading counters changes nothing; the second probe is the only traffic added.
 
-use crate::checks::{self, Probes};
+use crate::checks::{self, DiedAt, Hop, Probes, Trace};
 use crate::cloud::Deployed;
 use crate::exec::{Cmd, Executor};
 use crate::scenario::{Check, Endpoint, Plan, Target};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// The counter script in the guest.
 pub const GUEST_SCRIPT: &str = "/usr/local/share/devstack-harness/trace-counters.sh";
-
-/// One hop of a traced path: whether its counters moved while the probe ran again.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Hop {
-    pub hop: String,
-    pub saw: bool,
-    pub evidence: String,
-}
-
-/// The hop that saw the packet last, and why it went no further.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DiedAt {
-    pub hop: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Trace {
-    /// The request's hops, then (when the request arrived) the reply's, marked `(reply)`.
-    pub path: Vec<Hop>,
-    /// None: every hop saw the packet both ways.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub died_at: Option<DiedAt>,
-    /// What the probe sent for the trace saw (it may differ from the check's own
-    /// outcome in a world that changed in between; the check's outcome stands).
-    pub trace_probe: String,
-}
-
-impl DiedAt {
-    pub fn line(&self) -> String {
-        format!("died at {}: {}", self.hop, self.reason)
-    }
-}
 
 /// Where the counters are read: the guest (every namespace), the cloud edge and
 /// the internet namespaces on the host (the script's path on the host).

@@ -318,7 +318,7 @@ async fn run_group_in(
 /// Trace again, in a kept run's VM, the checks of the scenario it is in (all, or
 /// those whose name contains `only`), for a person iterating on a fix: `harness
 /// diagnose`. The VM is as the run and the person left it.
-pub async fn diagnose(run: &Run, only: Option<&str>) -> Result<Vec<(String, Option<crate::trace::Trace>)>, RunnerError> {
+pub async fn diagnose(run: &Run, only: Option<&str>) -> Result<Vec<(String, Option<crate::checks::Trace>)>, RunnerError> {
     let bad = |what: String| RunnerError::Diagnose { run: run.id.clone(), what };
     let path = run.path(steps::IN_FORCE);
     let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e} (did its checks start?)", path.display())))?;
