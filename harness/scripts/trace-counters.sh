@@ -11,6 +11,8 @@
 #   policy TABLE CHAIN POLICY PACKETS   a built-in chain's policy and what fell to it
 #   rule TABLE CHAIN PACKETS RULE       every rule with its counter (iptables-save -c)
 #   ct ENTRY                            conntrack's entries (/proc/net/nf_conntrack)
+#   neigh ENTRY                         the neighbour table (ip -4 neigh)
+#   addr DEV ADDRESS/PREFIX             the namespace's addresses
 set -u
 
 one() {
@@ -34,6 +36,8 @@ one() {
         /^:/ { split($3, c, /[\[:\]]/); print "policy", table, substr($1, 2), $2, c[2] }
         /^\[/ { split($1, c, /[\[:\]]/); rule = $0; sub(/^\[[0-9]+:[0-9]+\] /, "", rule); print "rule", table, $3, c[2], rule }'
     [ -r /proc/net/nf_conntrack ] && sed 's/^/ct /' /proc/net/nf_conntrack
+    ip -4 neigh show | sed 's/^/neigh /'
+    ip -4 -o addr show | awk '{print "addr", $2, $4}'
     return 0
 }
 

@@ -16,6 +16,7 @@ pub const USER_DATA: &str = "cloud-init/user-data.yaml";
 pub const META_DATA: &str = "cloud-init/meta-data.yaml";
 pub const NETWORK_CONFIG: &str = "cloud-init/network-config.yaml";
 pub const HOST_RECIPE: &str = "host-recipe.sh";
+pub const FAULTS: &str = "faults.sh";
 pub const LOCAL_CONF: &str = "local.conf";
 pub const REPLICA: &str = "replica.sh";
 pub const DEVSTACK: &str = "devstack.sh";
@@ -24,7 +25,7 @@ pub const NEUTRON_HOST2: &str = "neutron/ml2_conf-host2.ini";
 /// DevStack's host steps, included by the replica's and the neutron cloud's scripts.
 const HOST_STEPS: &str = "devstack-host-steps.sh";
 const ALL: &[&str] =
-    &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, LOCAL_CONF, HOST_STEPS, REPLICA, DEVSTACK, NEUTRON, NEUTRON_HOST2];
+    &[USER_DATA, META_DATA, NETWORK_CONFIG, HOST_RECIPE, FAULTS, LOCAL_CONF, HOST_STEPS, REPLICA, DEVSTACK, NEUTRON, NEUTRON_HOST2];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -132,8 +133,12 @@ impl Renderer {
                 Some(path) => std::fs::read_to_string(&path).map_err(|source| RenderError::ReadTemplate { path, source })?,
                 None => EMBEDDED.get_file(name).and_then(|f| f.contents_utf8()).expect("every template is embedded").to_owned(),
             };
-            sha2::Digest::update(&mut digest, name.as_bytes());
-            sha2::Digest::update(&mut digest, text.as_bytes());
+            // The faults are switched on after every start, restored or not: they
+            // are not part of what a prepared state is.
+            if *name != FAULTS {
+                sha2::Digest::update(&mut digest, name.as_bytes());
+                sha2::Digest::update(&mut digest, text.as_bytes());
+            }
             tera.add_raw_template(name, &text).map_err(|e| tera_error(name, e))?;
         }
         Ok(Renderer { tera, digest: hex::encode(sha2::Digest::finalize(digest)) })
@@ -163,6 +168,11 @@ impl Renderer {
     /// The host recipe alone (it depends on the plan only).
     pub fn host_recipe(&self, plan: &Plan) -> Result<String, RenderError> {
         self.tera.render(HOST_RECIPE, &Self::plan_context(plan)).map_err(|e| tera_error(HOST_RECIPE, e))
+    }
+
+    /// The scenario's faults script (apply, revert).
+    pub fn faults(&self, plan: &Plan) -> Result<String, RenderError> {
+        self.tera.render(FAULTS, &Self::plan_context(plan)).map_err(|e| tera_error(FAULTS, e))
     }
 
     /// The local.conf alone: the scenario's own file, or the rendered template.

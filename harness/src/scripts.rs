@@ -18,6 +18,10 @@ pub fn host_recipe(i: usize) -> String {
     format!("/usr/local/sbin/harness-host-recipe-{i}")
 }
 
+/// The faults script of the scenario the guest is in (a VM shared by scenarios
+/// reverts the previous one's with it before the next one's replaces it).
+pub const FAULTS: &str = "/usr/local/sbin/harness-faults";
+
 /// What the embedded scripts are: a change to any of them changes this.
 pub fn digest() -> String {
     use sha2::Digest;

@@ -248,6 +248,10 @@ struct NsCounters {
     /// (table, chain, rule) with its packets; rules repeat rarely, so a list.
     rules: Vec<(String, String, String, u64)>,
     ct: Vec<String>,
+    /// `ip -4 neigh` lines: "ADDR dev DEV lladdr MAC STATE".
+    neigh: Vec<String>,
+    /// (dev, address) of every address the namespace has.
+    addrs: Vec<(String, String)>,
 }
 
 /// Read the script's output; `role` names the namespace a section belongs to.
@@ -279,6 +283,8 @@ fn parse(text: &str, role: &dyn Fn(&str) -> Option<Ns>, into: &mut Counters) {
                 n.rules.push(((*table).into(), (*chain).into(), (*rule).into(), pkts.parse().unwrap_or(0)))
             }
             ("ct", _) => n.ct.push(rest.to_owned()),
+            ("neigh", _) => n.neigh.push(rest.to_owned()),
+            ("addr", [dev, a, ..]) => n.addrs.push(((*dev).into(), a.split('/').next().unwrap_or(a).into())),
             _ => {}
         }
     }
@@ -312,7 +318,16 @@ fn present(specs: Vec<HopSpec>, after: &Counters) -> Vec<HopSpec> {
 /// packet saw it all the same when a later interface did (nf_tables keeps no
 /// counter for a chain's policy, and a chain without rules counts nothing).
 fn judge(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> Vec<Hop> {
-    let mut hops = judge_each(specs, before, after, reply);
+    let (mut hops, moved) = judge_each(specs, before, after, reply);
+    // Fewer than half of what was sent, yet the count goes on to the end: the
+    // packets went on (a stray ARP had inflated the first count), not died here.
+    for i in 0..hops.len() {
+        let goes_on = moved[i..].iter().flatten().all(|m| *m > 0);
+        if !hops[i].saw && moved[i].is_some_and(|m| m > 0) && goes_on {
+            hops[i].saw = true;
+            hops[i].evidence.push_str(" (fewer than the first hop, but every later hop counted too)");
+        }
+    }
     for i in 0..hops.len() {
         let later = specs.iter().zip(&hops).skip(i + 1).any(|(s, h)| h.saw && matches!(s.probe, Probe::Iface { .. }));
         if !hops[i].saw && later && matches!(specs[i].probe, Probe::Chain { .. }) {
@@ -326,11 +341,13 @@ fn judge(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) ->
 /// An interface saw the packets when it counted more than half of what the first
 /// interface of the way counted (the source's own): a stray ARP or an ICMP error
 /// on a hop the packets never reached is one packet, the probe sends several.
-fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> Vec<Hop> {
+fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> (Vec<Hop>, Vec<Option<u64>>) {
     let mut sent: Option<u64> = None;
-    specs
+    let mut counts = vec![None; specs.len()];
+    let hops = specs
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let name = if reply { format!("{} (reply)", s.name) } else { s.name.clone() };
             let (Some(b), Some(a)) = (before.ns.get(&s.ns), after.ns.get(&s.ns)) else {
                 return Hop { hop: name, saw: false, evidence: format!("{} was not found", s.ns.label()) };
@@ -344,6 +361,7 @@ fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: boo
                     let (arx, atx, state, mtu) = a.ifs.get(&dev).cloned().unwrap_or_default();
                     let (drx, dtx) = (arx.saturating_sub(brx), atx.saturating_sub(btx));
                     let moved = if *rx { drx } else { dtx };
+                    counts[i] = Some(moved);
                     let sent = *sent.get_or_insert(moved);
                     Hop {
                         hop: name,
@@ -382,7 +400,8 @@ fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: boo
                 }
             }
         })
-        .collect()
+        .collect();
+    (hops, counts)
 }
 
 fn where_(n: &NsCounters) -> String {
@@ -426,6 +445,15 @@ async fn route_get(ns: Ns, n: &NsCounters, dst: Ipv4Addr, at: &Places<'_>) -> St
         Ok(o) => o.text().split_whitespace().collect::<Vec<_>>().join(" "),
         Err(e) => format!("cannot ask: {e}"),
     }
+}
+
+/// Whether a MASQUERADE or SNAT rule of the host's nat POSTROUTING counted packets.
+fn translated_on_the_host(after: &Counters) -> bool {
+    after.ns.get(&Ns::Host).is_some_and(|n| {
+        n.rules
+            .iter()
+            .any(|(t, c, rule, p)| t == "nat" && c == "POSTROUTING" && *p > 0 && (rule.contains("MASQUERADE") || rule.contains("SNAT")))
+    })
 }
 
 fn route_dev(route: &str) -> Option<&str> {
@@ -477,7 +505,11 @@ async fn reason(
     }
     let route = route_get(last.ns, n, dst, at).await;
     if route.contains("unreachable") || route.contains("RTNETLINK") || route.is_empty() {
-        return format!("no route to {dst} in {} (`ip route get {dst}`: {route})", last.ns.label());
+        let mut r = format!("no route to {dst} in {} (`ip route get {dst}`: {route})", last.ns.label());
+        if reply && last.ns > Ns::Host && !translated_on_the_host(after) {
+            r.push_str(&format!("; the request left the host still from {dst}: no rule of its nat POSTROUTING translated it (no MASQUERADE for that source)"));
+        }
+        return r;
     }
     if let (Some(HopSpec { probe: Probe::Iface { dev, .. }, ns, .. }), Some(via)) = (next, route_dev(&route)) {
         if let Some(want) = after.ns.get(ns).and_then(|m| m.dev(dev)) {
@@ -533,9 +565,66 @@ async fn died(
             return Some(DiedAt { hop: hops[i].hop.clone(), reason: r });
         }
     }
+    // A namespace on the way whose next hop does not answer ARP sends only ARP
+    // requests, which the interfaces count: its way out is where the packets died.
+    if !reply {
+        if let Some(d) = unanswered_neighbour(addr, specs, hops, next, after, at).await {
+            return Some(d);
+        }
+    }
     let last = (last_iface..next).rev().find(|&i| hops[i].saw).unwrap_or(last_iface);
     let r = reason(c, addr, &specs[last], Some(&specs[next]), reply, after, at).await;
     Some(DiedAt { hop: hops[last].hop.clone(), reason: r })
+}
+
+/// The first namespace before hop `next` whose route to `addr` goes through a
+/// gateway that its neighbour table has as FAILED or INCOMPLETE (no ARP answer).
+async fn unanswered_neighbour(
+    addr: Ipv4Addr,
+    specs: &[HopSpec],
+    hops: &[Hop],
+    next: usize,
+    after: &Counters,
+    at: &Places<'_>,
+) -> Option<DiedAt> {
+    let mut asked = vec![];
+    for i in 0..next {
+        let ns = specs[i].ns;
+        if asked.contains(&ns) {
+            continue;
+        }
+        asked.push(ns);
+        let n = after.ns.get(&ns)?;
+        let dst = ct_flow(n, addr).map_or(addr, |q| q[2]);
+        let route = route_get(ns, n, dst, at).await;
+        let w: Vec<&str> = route.split_whitespace().collect();
+        let (Some(gw), Some(dev)) = (w.windows(2).find(|p| p[0] == "via").map(|p| p[1]), route_dev(&route)) else { continue };
+        let failed = n.neigh.iter().find(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.first() == Some(&gw) && f.get(2) == Some(&dev) && f.last().is_some_and(|s| *s == "FAILED" || *s == "INCOMPLETE")
+        });
+        if let Some(entry) = failed {
+            // Who should have answered: a device of the world that has the address.
+            let owner = after.ns.iter().find_map(|(_, m)| m.addrs.iter().find(|(_, a)| a == gw).map(|(dev, _)| (m, dev)));
+            let whose = match owner {
+                Some((m, dev)) if m.ifs.get(dev).is_some_and(|i| i.2 == "down") => {
+                    format!(": it is {dev}'s address in {}, and {dev} is down", where_(m))
+                }
+                Some((m, dev)) => format!(": it is {dev}'s address in {}", where_(m)),
+                None => ": no device of the host, the router or the edge has that address".to_owned(),
+            };
+            // The hop of that namespace the packets leave through.
+            let out = (0..specs.len()).rev().find(|&j| specs[j].ns == ns && matches!(specs[j].probe, Probe::Iface { .. })).unwrap_or(i);
+            return Some(DiedAt {
+                hop: hops[out.min(hops.len() - 1)].hop.clone(),
+                reason: format!(
+                    "the gateway {gw} does not answer ARP on {dev}{whose} (neighbour `{}`; `ip route get {dst}`: {route})",
+                    entry.trim()
+                ),
+            });
+        }
+    }
+    None
 }
 
 /// A filter chain that dropped what reached it: a DROP or REJECT rule of its
@@ -592,19 +681,22 @@ pub fn instance_netns(d: &Deployed) -> Option<&str> {
     }
 }
 
-/// Trace `c`'s packet: send the probe again between two readings of the counters
-/// and name the hop where it died. None where the instance is not a namespace of
-/// the guest (the devstack cloud's is a VM: its hops cannot be read).
-pub async fn trace(c: &Check, plan: &Plan, d: &Deployed, probes: &Probes<'_>, at: &Places<'_>) -> Option<Trace> {
-    let instance_ns = instance_netns(d)?;
+/// The counters read before a probe ([`before_probe`]).
+pub struct Before(Counters);
+
+/// Read the counters before `c`'s probe is sent. None where the instance is not
+/// a namespace of the guest (the devstack cloud's is a VM: its hops cannot be read).
+pub async fn before_probe(d: &Deployed, at: &Places<'_>) -> Option<Before> {
+    Some(Before(read(at, instance_netns(d)?).await))
+}
+
+/// Read the counters again after the probe and name the hop where its packets
+/// died; `probe_said` is what the probe printed.
+pub async fn after_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>, before: Before, probe_said: &str) -> Trace {
+    let before = before.0;
     let addr = checks::resolve(&c.to, c.from, plan, d);
-    let request = request_path(c, addr, plan, d, at);
-    let before = read(at, instance_ns).await;
-    // The same probe, waiting no longer than an unreachable check does.
-    let wait = checks::wait_s(c, 0.0).min(checks::UNREACHABLE_WAIT_S);
-    let again = checks::probe_once(c, plan, d, probes, wait).await;
-    let after = read(at, instance_ns).await;
-    let request = present(request, &after);
+    let after = read(at, instance_netns(d).unwrap_or_default()).await;
+    let request = present(request_path(c, addr, plan, d, at), &after);
     let mut path = judge(&request, &before, &after, false);
     let mut died_at = died(c, addr, &request, &path, false, &after, at).await;
     if died_at.is_none() && !request.is_empty() {
@@ -621,7 +713,17 @@ pub async fn trace(c: &Check, plan: &Plan, d: &Deployed, probes: &Probes<'_>, at
         };
         path.extend(seen);
     }
-    Some(Trace { path, died_at, trace_probe: format!("{:?}: {}", again.0, again.1.lines().next().unwrap_or("")) })
+    Trace { path, died_at, trace_probe: probe_said.lines().next().unwrap_or("").to_owned() }
+}
+
+/// Trace `c`'s packet after the fact: send its probe again between two readings
+/// of the counters (a check that failed, `harness diagnose`). None: see [`before_probe`].
+pub async fn trace(c: &Check, plan: &Plan, d: &Deployed, probes: &Probes<'_>, at: &Places<'_>) -> Option<Trace> {
+    let before = before_probe(d, at).await?;
+    // The same probe, waiting no longer than an unreachable check does.
+    let wait = checks::wait_s(c, 0.0).min(checks::UNREACHABLE_WAIT_S);
+    let (outcome, detail, _) = checks::probe_once(c, plan, d, probes, wait).await;
+    Some(after_probe(c, plan, d, at, before, &format!("sent again: {outcome:?}: {detail}")).await)
 }
 
 #[cfg(test)]

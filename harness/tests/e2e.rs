@@ -50,7 +50,9 @@ fn scenarios_end_to_end() {
     let before = host_state();
     let dir = tempfile::tempdir().expect("tempdir");
     let junit = dir.path().join("junit.xml");
-    let out = harness(&["run", "--backend", "qemu", "--diagnostics", "--format", "json", "--junit", junit.to_str().expect("utf8")]);
+    // --trace: every check's packet followed hop by hop, reachable ones too.
+    let out =
+        harness(&["run", "--backend", "qemu", "--diagnostics", "--trace", "--format", "json", "--junit", junit.to_str().expect("utf8")]);
     assert_eq!(host_state(), before, "the host's own addresses, routes or rules changed");
     let v = json(&out);
     xmllint(&junit);
@@ -65,6 +67,25 @@ fn scenarios_end_to_end() {
             assert_eq!(tcp["observed"]["seen_as"], "203.0.113.10", "the responder must see the public IP");
         }
         assert_eq!(result["passed"], true, "{name}: a check did not match; run directory {}", run_dir.display());
+        for c in result["checks"].as_array().expect("checks") {
+            let path = c["path"].as_array().unwrap_or_else(|| panic!("{name}: {} was not traced", c["name"]));
+            if c["expect"] == "reachable" {
+                // Every hop saw it, both ways, and the trace names no death.
+                let unseen: Vec<_> = path.iter().filter(|h| h["saw"] != true).collect();
+                assert!(unseen.is_empty() && c["died_at"].is_null(), "{name}: {}: {unseen:#?} {}", c["name"], c["died_at"]);
+                assert!(path.iter().any(|h| h["hop"].as_str().is_some_and(|h| h.ends_with("(reply)"))), "{name}: no way back in {path:#?}");
+            } else {
+                // Where each repro's packet dies, and why, as its report says.
+                let died = &c["died_at"];
+                let (hop, reason) = (died["hop"].as_str().unwrap_or(""), died["reason"].as_str().unwrap_or(""));
+                let (want_hop, want_reason) = expected_death(&name, c["name"].as_str().expect("name"));
+                assert!(
+                    hop.starts_with(want_hop) && reason.contains(want_reason),
+                    "{name}: {}: died at {hop:?}: {reason:?}; expected {want_hop:?}: {want_reason:?}",
+                    c["name"]
+                );
+            }
+        }
         // Warm: one prepared state; every scenario but the first restores it in a VM of its own.
         if name != "floating-ip-ingress" {
             assert_eq!(result["start"]["kind"], "restored", "{name}: {}", result["start"]);
@@ -81,6 +102,23 @@ fn scenarios_end_to_end() {
         assert_eq!(result["snapshot"]["outcome"], "matched", "{name}: {}", result["snapshot"]);
     });
     assert_eq!(out.status.code(), Some(0), "every shipped scenario comes out as it expects: {v:#}");
+}
+
+/// The hop (its name's start) and a part of the reason each shipped check that
+/// expects no answer dies with.
+fn expected_death(scenario: &str, check: &str) -> (&'static str, &'static str) {
+    match (scenario, check) {
+        ("repro-no-masquerade" | "repro-masquerade-wrong-range", _) => ("cloud edge", "no route to 192.168.100."),
+        ("repro-forward-policy-drop", _) => ("host FORWARD", "policy DROP, no rule matched"),
+        ("repro-ip-forward-off", _) => ("host br-ex", "ip_forward = 0"),
+        ("repro-ovs-bridge-down", _) => ("router qg-", "and br-ex is down"),
+        ("repro-ovs-bridge-no-address", c) if c.starts_with("host") => ("host br-ex", "never sent"),
+        ("repro-ovs-bridge-no-address", _) => ("router qg-", "no device of the host, the router or the edge has that address"),
+        ("repro-default-route-mgmt", _) => ("host POSTROUTING", "leaves through mgmt0, not eth0"),
+        // Disassociated: nothing translates the floating IP any more.
+        ("tempest-basic-ops", _) => ("router", ""),
+        (s, c) => panic!("{s}: {c}: no expected death written down for this check"),
+    }
 }
 
 #[test]
@@ -112,14 +150,22 @@ fn a_check_that_does_not_match_is_exit_1_and_the_run_stays_for_inspection() {
     let r = &v["scenarios"][0];
     let run_id = r["run_id"].as_str().expect("run_id").to_owned();
     let run_dir = PathBuf::from(r["run_dir"].as_str().expect("run_dir"));
-    // Kept: the VM still answers; then `harness down` removes it.
+    // The failed check's packet was traced: the answer had no way back into the edge.
+    let died = &r["checks"][1]["died_at"];
+    assert!(died["hop"].as_str().is_some_and(|h| h.starts_with("cloud edge")), "{died}");
+    // Kept: the VM still answers, `harness diagnose` traces it again; then
+    // `harness down` removes it.
     let exec = harness(&["exec", &run_id, "--", "iptables-save", "-t", "nat"]);
+    let diagnose = harness(&["diagnose", &run_id, "responder"]);
     let down = harness(&["down", &run_id]);
+    let said = String::from_utf8_lossy(&diagnose.stdout);
+    assert!(diagnose.status.success() && said.contains("died at cloud edge") && said.contains("no route to 192.168.100."), "{said}");
     assert_eq!(exec.status.code(), Some(0), "the kept VM answers: {}", String::from_utf8_lossy(&exec.stderr));
     assert!(!String::from_utf8_lossy(&exec.stdout).contains("MASQUERADE"), "the scenario leaves MASQUERADE out");
     assert_eq!(down.status.code(), Some(0), "{}", String::from_utf8_lossy(&down.stderr));
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("<failure message=\"expected reachable, observed unreachable"), "{xml}");
+    assert!(xml.contains("; died at cloud edge"), "JUnit's failure carries where the packet died: {xml}");
     xmllint(&junit);
     for f in ["console.log", "state/host/iptables-save.txt", "state/host/routes.json", "state/ovs/ovs-vsctl-show.txt", "state/journal.txt"]
     {

@@ -10,7 +10,7 @@ use crate::cloud::{guest_step, Cloud, Deployed, Site};
 use crate::exec::{Cmd, Executor};
 use crate::progress::Progress;
 use crate::render::Renderer;
-use crate::scenario::{Endpoint, Expect, Plan};
+use crate::scenario::{Endpoint, Expect, FaultsSpec, Plan};
 use crate::scripts::{self, script};
 use crate::trace;
 use serde::Serialize;
@@ -175,6 +175,9 @@ async fn reset(vm: &Vm<'_>, i: usize, prev: &Plan, plan: &Plan, d: &Deployed) ->
     for rule in forward_rules(prev, d) {
         guest_step(vm.guest, "reset: remove a port forward", &iptables_nat("-D", &rule), &log).await?;
     }
+    if prev.faults != FaultsSpec::default() {
+        guest_step(vm.guest, "reset: revert the faults", &Cmd::new([scripts::FAULTS, "revert"]), &log).await?;
+    }
     // No conntrack tool in the guest is no state to forget.
     vm.guest.run(&Cmd::new(["conntrack", "-F"])).await?;
     // Only when `prev` left it disassociated: through Neutron's API that costs
@@ -203,6 +206,18 @@ async fn host_recipe(vm: &Vm<'_>, i: usize, plan: &Plan) -> Result<(), RunnerErr
     Ok(())
 }
 
+/// Switch on the scenario's faults, if it has any.
+async fn faults(vm: &Vm<'_>, plan: &Plan) -> Result<(), RunnerError> {
+    if plan.faults == FaultsSpec::default() {
+        return Ok(());
+    }
+    vm.guest.upload(vm.renderer.faults(plan)?.as_bytes(), scripts::FAULTS, 0o755).await?;
+    let log = vm.log(&format!("faults-{}.log", plan.name));
+    guest_step(vm.guest, "switch the scenario's faults on", &Cmd::new([scripts::FAULTS, "apply"]), &log).await?;
+    vm.progress.phase(&format!("{}: faults switched on", plan.name));
+    Ok(())
+}
+
 async fn add_forwards(vm: &Vm<'_>, plan: &Plan, d: &Deployed) -> Result<(), RunnerError> {
     for rule in forward_rules(plan, d) {
         let out = vm.guest.run(&iptables_nat("-A", &rule)).await?;
@@ -221,24 +236,29 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
         if let Some(action) = c.before {
             before_took_s = vm.cloud.floating_ip(&vm.site(plan), action).await?;
         }
+        let host_script = vm.trace.host_script.display().to_string();
+        let at = trace::Places {
+            guest: vm.guest,
+            edge: vm.edge,
+            internet: vm.internet,
+            host_script: &host_script,
+            edge_tap: vm.trace.edge_tap.clone(),
+            edge_veth: vm.trace.edge_veth.clone(),
+            internet_veth: vm.trace.internet_veth.clone(),
+        };
+        // A check that expects no answer is traced around its own probe; one that
+        // fails unexpectedly, after it; a passing reachable check costs nothing
+        // more unless asked.
+        let watched = if vm.trace.all || c.expect == Expect::Unreachable { trace::before_probe(d, &at).await } else { None };
         let mut r = checks::run_check(c, plan, d, probes, slowest).await;
         r.before_took_s = before_took_s;
-        // A passing reachable check costs nothing more unless asked.
-        if vm.trace.all || !r.passed || c.expect == Expect::Unreachable {
-            let host_script = vm.trace.host_script.display().to_string();
-            let at = trace::Places {
-                guest: vm.guest,
-                edge: vm.edge,
-                internet: vm.internet,
-                host_script: &host_script,
-                edge_tap: vm.trace.edge_tap.clone(),
-                edge_veth: vm.trace.edge_veth.clone(),
-                internet_veth: vm.trace.internet_veth.clone(),
-            };
+        if let Some(before) = watched {
+            r.trace = Some(trace::after_probe(c, plan, d, &at, before, &r.observed.detail).await);
+        } else if !r.passed {
             r.trace = trace::trace(c, plan, d, probes, &at).await;
-            if let Some(died) = r.trace.as_ref().and_then(|t| t.died_at.as_ref()) {
-                vm.progress.detail(&format!("{}: {}: {}", plan.name, r.name, died.line()));
-            }
+        }
+        if let Some(died) = r.trace.as_ref().and_then(|t| t.died_at.as_ref()) {
+            vm.progress.detail(&format!("{}: {}: {}", plan.name, r.name, died.line()));
         }
         vm.progress.phase(&format!(
             "{}: {} {}: {:?} ({})",
@@ -349,6 +369,7 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
         let _ = std::fs::write(vm.log(IN_FORCE), serde_json::to_vec_pretty(&in_force).expect("serializable"));
         let t = Instant::now();
         add_forwards(vm, plan, d).await?;
+        faults(vm, plan).await?;
         timings.insert("cloud".to_owned(), cloud_s + t.elapsed().as_secs_f64());
 
         let t = Instant::now();

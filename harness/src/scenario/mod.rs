@@ -42,6 +42,7 @@ impl Default for World {
             tenant: Default::default(),
             internet: Default::default(),
             host_recipe: Default::default(),
+            faults: Default::default(),
             devstack: Default::default(),
             vm: Default::default(),
             forwards: vec![],
@@ -161,6 +162,7 @@ pub struct Plan {
     pub cloud: CloudKind,
     pub world: World,
     pub host_recipe: HostRecipe,
+    pub faults: FaultsSpec,
     pub devstack: DevstackSpec,
     /// The user's own local.conf, read at load time, with its path.
     #[serde(skip)]
@@ -734,6 +736,7 @@ impl Validator {
                 masquerade: hr.masquerade,
                 source_range: source_range?,
             },
+            faults: f.faults.clone(),
             world,
             devstack: f.devstack.clone(),
             user_local_conf: None,

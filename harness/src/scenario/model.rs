@@ -27,6 +27,9 @@ pub struct ScenarioFile {
     pub internet: InternetSpec,
     #[serde(default)]
     pub host_recipe: HostRecipeSpec,
+    /// What goes wrong with the host after the cloud is built (docs/repro.md).
+    #[serde(default)]
+    pub faults: FaultsSpec,
     #[serde(default)]
     pub devstack: DevstackSpec,
     #[serde(default)]
@@ -217,6 +220,29 @@ impl Default for HostRecipeSpec {
     fn default() -> Self {
         HostRecipeSpec { lo_public_ip: true, bridge: true, ip_forward: true, forward: true, masquerade: true, source_range: None }
     }
+}
+
+/// Faults reported from DevStack hosts in cloud VMs, each switched on after the
+/// recipe was applied and the cloud built (so that a restored cloud gets them
+/// in seconds), as they happen on a host that worked: something installed
+/// beside DevStack, a reboot that lost what stack.sh set at run time, a second
+/// NIC. All off by default; docs/repro.md names the report behind each.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsSpec {
+    /// `iptables -P FORWARD DROP`, as Docker installed beside DevStack sets it.
+    pub forward_policy_drop: bool,
+    /// `net.ipv4.ip_forward=0`: what stack.sh set at run time and nothing
+    /// persisted is gone after a reboot (DevStack bug 885274).
+    pub ip_forward_off: bool,
+    /// The OVS provider bridge (br-ex) without the address DevStack moved onto it
+    /// at run time, as after a reboot (its port persists in OVS's database).
+    pub ovs_bridge_no_address: bool,
+    /// The OVS provider bridge (br-ex) down, as after a reboot.
+    pub ovs_bridge_down: bool,
+    /// The default route through the management NIC (a NAT interface that leads
+    /// nowhere here) instead of the data NIC.
+    pub default_route_via_mgmt: bool,
 }
 
 /// How the DevStack `local.conf` is made.
