@@ -4,6 +4,17 @@
 #
 #   trace-counters.sh all        the root namespace and every named one (the guest)
 #   trace-counters.sh self NAME  only the namespace it runs in, labelled NAME (the host's)
+#   trace-counters.sh watch all PROTO PORTS | watch self NAME PROTO PORTS
+#       count the probe's packets per device from now on, then print the counters
+#   trace-counters.sh unwatch all | unwatch self NAME
+#       print the counters, then stop counting
+#
+# Interface counters count every frame, ARP and IPv6 included; a trace counts the
+# probe's own IPv4 packets instead: `watch` puts a chain of counting rules (no
+# target: they change no packet's fate) first in mangle PREROUTING (-i DEV) and
+# POSTROUTING (-o DEV) of each namespace, one rule per device and direction,
+# `req` matching the request (ICMP echo request; TCP or UDP to one of PORTS) and
+# `rep` the reply; `unwatch` takes them out again.
 #
 # Output, one fact per line, after a `ns NAME` line per namespace ("" is the root):
 #   if DEV RX_PACKETS TX_PACKETS OPERSTATE MTU
@@ -41,7 +52,57 @@ one() {
     return 0
 }
 
+watch_one() { # PROTO PORTS
+    local proto=$1 ports=$2 req rep d dev
+    unwatch_one
+    case $proto in
+        icmp) req="-p icmp --icmp-type echo-request"; rep="-p icmp --icmp-type echo-reply" ;;
+        *) req="-p $proto -m multiport --dports $ports"; rep="-p $proto -m multiport --sports $ports" ;;
+    esac
+    {
+        echo "*mangle"
+        echo ":harness-trace-in - [0:0]"
+        echo ":harness-trace-out - [0:0]"
+        echo "-I PREROUTING 1 -j harness-trace-in"
+        echo "-I POSTROUTING 1 -j harness-trace-out"
+        for d in /sys/class/net/*; do
+            dev=${d##*/}
+            [ "$dev" = lo ] && continue
+            echo "-A harness-trace-in -i $dev $req -m comment --comment req"
+            echo "-A harness-trace-in -i $dev $rep -m comment --comment rep"
+            echo "-A harness-trace-out -o $dev $req -m comment --comment req"
+            echo "-A harness-trace-out -o $dev $rep -m comment --comment rep"
+        done
+        echo "COMMIT"
+    } | iptables-restore -w --noflush
+}
+
+unwatch_one() {
+    # One transaction: when the chains are not there it fails and changes nothing.
+    printf '%s\n' '*mangle' '-D PREROUTING -j harness-trace-in' '-D POSTROUTING -j harness-trace-out' \
+        '-F harness-trace-in' '-F harness-trace-out' '-X harness-trace-in' '-X harness-trace-out' 'COMMIT' |
+        iptables-restore -w --noflush 2>/dev/null || true
+}
+
 case "${1:-}" in
+    watch | unwatch)
+        verb=$1 where=${2:-}
+        if [ "$where" = all ]; then
+            shift 2
+            name=""
+        else
+            name=${3:-}
+            shift 3
+        fi
+        [ "$verb" = unwatch ] && one "$name"
+        "${verb}_one" "$@"
+        [ "$verb" = watch ] && one "$name"
+        if [ "$where" = all ]; then
+            for ns in $(ip netns list | awk '{print $1}'); do
+                ip netns exec "$ns" bash "$0" "$verb" self "$ns" "$@"
+            done
+        fi
+        ;;
     all)
         one ""
         for ns in $(ip netns list | awk '{print $1}'); do
@@ -49,5 +110,5 @@ case "${1:-}" in
         done
         ;;
     self) one "${2:-}" ;;
-    *) echo "usage: $0 all | self NAME" >&2; exit 2 ;;
+    *) echo "usage: $0 all | self NAME | watch all|self PROTO PORTS | unwatch all|self" >&2; exit 2 ;;
 esac

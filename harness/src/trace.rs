@@ -164,8 +164,8 @@ fn zone_hops(z: Zone, out: bool, part: Part, plan: &Plan, at: &Places) -> Vec<Ho
             }
         }
         Zone::Edge => vec![
-            iface("cloud edge, guest port", Ns::Edge, Dev::Named(at.edge_tap.clone()), out),
-            iface("cloud edge, internet port", Ns::Edge, Dev::Named(at.edge_veth.clone()), !out),
+            iface("cloud edge", Ns::Edge, Dev::Named(at.edge_tap.clone()), out),
+            iface("cloud edge", Ns::Edge, Dev::Named(at.edge_veth.clone()), !out),
         ],
         Zone::Internet => vec![iface("internet", Ns::Internet, Dev::Named(at.internet_veth.clone()), out)],
     };
@@ -318,16 +318,7 @@ fn present(specs: Vec<HopSpec>, after: &Counters) -> Vec<HopSpec> {
 /// packet saw it all the same when a later interface did (nf_tables keeps no
 /// counter for a chain's policy, and a chain without rules counts nothing).
 fn judge(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> Vec<Hop> {
-    let (mut hops, moved) = judge_each(specs, before, after, reply);
-    // Fewer than half of what was sent, yet the count goes on to the end: the
-    // packets went on (a stray ARP had inflated the first count), not died here.
-    for i in 0..hops.len() {
-        let goes_on = moved[i..].iter().flatten().all(|m| *m > 0);
-        if !hops[i].saw && moved[i].is_some_and(|m| m > 0) && goes_on {
-            hops[i].saw = true;
-            hops[i].evidence.push_str(" (fewer than the first hop, but every later hop counted too)");
-        }
-    }
+    let mut hops = judge_each(specs, before, after, reply);
     for i in 0..hops.len() {
         let later = specs.iter().zip(&hops).skip(i + 1).any(|(s, h)| h.saw && matches!(s.probe, Probe::Iface { .. }));
         if !hops[i].saw && later && matches!(specs[i].probe, Probe::Chain { .. }) {
@@ -338,16 +329,18 @@ fn judge(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) ->
     hops
 }
 
-/// An interface saw the packets when it counted more than half of what the first
-/// interface of the way counted (the source's own): a stray ARP or an ICMP error
-/// on a hop the packets never reached is one packet, the probe sends several.
-fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> (Vec<Hop>, Vec<Option<u64>>) {
-    let mut sent: Option<u64> = None;
-    let mut counts = vec![None; specs.len()];
-    let hops = specs
+/// The packets the trace's counting rule of `dev` counted ([`watch`]): those
+/// it received (`rx`) or sent, of the request or of the reply.
+fn watched(n: &NsCounters, dev: &str, rx: bool, reply: bool) -> Option<u64> {
+    let (chain, dir) = if rx { ("harness-trace-in", format!("-i {dev} ")) } else { ("harness-trace-out", format!("-o {dev} ")) };
+    let tag = if reply { "--comment rep" } else { "--comment req" };
+    n.rules.iter().find(|(t, c, rule, _)| t == "mangle" && c == chain && rule.contains(&dir) && rule.ends_with(tag)).map(|r| r.3)
+}
+
+fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: bool) -> Vec<Hop> {
+    specs
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|s| {
             let name = if reply { format!("{} (reply)", s.name) } else { s.name.clone() };
             let (Some(b), Some(a)) = (before.ns.get(&s.ns), after.ns.get(&s.ns)) else {
                 return Hop { hop: name, saw: false, evidence: format!("{} was not found", s.ns.label()) };
@@ -357,20 +350,15 @@ fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: boo
                     let Some(dev) = a.dev(dev) else {
                         return Hop { hop: name, saw: false, evidence: format!("no such device in {} ({})", s.ns.label(), a.name) };
                     };
-                    let (brx, btx, ..) = b.ifs.get(&dev).cloned().unwrap_or_default();
-                    let (arx, atx, state, mtu) = a.ifs.get(&dev).cloned().unwrap_or_default();
-                    let (drx, dtx) = (arx.saturating_sub(brx), atx.saturating_sub(btx));
-                    let moved = if *rx { drx } else { dtx };
-                    counts[i] = Some(moved);
-                    let sent = *sent.get_or_insert(moved);
-                    Hop {
-                        hop: name,
-                        saw: moved > 0 && 2 * moved > sent,
-                        evidence: format!(
-                            "{dev} in {}: {} +{moved} (rx +{drx}, tx +{dtx}; {state}, mtu {mtu})",
-                            where_(a),
-                            if *rx { "rx" } else { "tx" }
-                        ),
+                    let (_, _, state, mtu) = a.ifs.get(&dev).cloned().unwrap_or_default();
+                    let what = if reply { "reply" } else { "request" };
+                    let way = if *rx { "in" } else { "out" };
+                    match (watched(b, &dev, *rx, reply), watched(a, &dev, *rx, reply)) {
+                        (Some(was), Some(now)) => {
+                            let moved = now.saturating_sub(was);
+                            Hop { hop: name, saw: moved > 0, evidence: format!("{dev} in {}: {moved} {what} packets {way} ({state}, mtu {mtu})", where_(a)) }
+                        }
+                        _ => Hop { hop: name, saw: false, evidence: format!("{dev} in {}: not counted (no counting rule: the device came after the trace began?)", where_(a)) },
                     }
                 }
                 Probe::Chain { table, chain } => {
@@ -400,8 +388,7 @@ fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: boo
                 }
             }
         })
-        .collect();
-    (hops, counts)
+        .collect()
 }
 
 fn where_(n: &NsCounters) -> String {
@@ -531,7 +518,13 @@ async fn reason(
             }
         }
     }
+    // Between the router's ports, the instance's and br-ex only Open vSwitch's flows decide.
+    let ovs = |h: &HopSpec| matches!(h.ns, Ns::Instance | Ns::Router) || h.name.ends_with(&format!(" {}", "br-ex"));
     match next {
+        Some(s) if ovs(last) && ovs(s) && last.ns != s.ns => format!(
+            "{} sent it, {} did not receive it: between them only Open vSwitch's flows decide (the security group's firewall, a port's VLAN tag; `ovs-ofctl dump-flows br-int` in state/)",
+            last.name, s.name
+        ),
         Some(s) => format!("{} saw it, {} did not, and nothing the harness reads there explains it (route: {route})", last.name, s.name),
         None => format!("{} received it and sent nothing back", last.name),
     }
@@ -558,6 +551,15 @@ async fn died(
             Some(n) => route_get(specs[0].ns, n, addr, at).await,
             None => String::new(),
         };
+        // Too big to leave with Don't Fragment: the kernel refuses it at the source.
+        if let (Some(size), true, Probe::Iface { dev, .. }) = (c.size, c.dont_fragment, &specs[0].probe) {
+            if let Some((d, (_, _, _, mtu))) = after.ns.get(&specs[0].ns).and_then(|n| n.dev(dev).and_then(|d| n.ifs.get(&d).map(|i| (d, i.clone())))) {
+                if u32::from(size) + 28 > mtu {
+                    let bytes = u32::from(size) + 28;
+                    return Some(DiedAt { hop: hops[0].hop.clone(), reason: format!("it was never sent: {bytes} bytes with Don't Fragment do not fit {d}'s MTU {mtu}") });
+                }
+            }
+        }
         return Some(DiedAt { hop: hops[0].hop.clone(), reason: format!("it was never sent (`ip route get {addr}` there: {route})") });
     };
     for i in last_iface + 1..next {
@@ -647,9 +649,41 @@ fn dropped_by_chain(s: &HopSpec, after: &Counters) -> Option<String> {
     })
 }
 
-/// Read every counter the path needs: the guest's namespaces, the edge, the internet.
-async fn read(at: &Places<'_>, instance_ns: &str) -> Counters {
-    let mut c = Counters::default();
+/// The namespace the instance is (the clouds whose instance is a namespace in the guest).
+pub fn instance_netns(d: &Deployed) -> Option<&str> {
+    match d.instance_probe.as_slice() {
+        [ip, netns, exec, ns, ..] if ip == "ip" && netns == "netns" && exec == "exec" => Some(ns),
+        _ => None,
+    }
+}
+
+/// The ports a check's packets go to on their way: its own, and the port a
+/// `[[forward]]` from it leads to.
+fn ports(c: &Check, plan: &Plan) -> String {
+    let mut p: Vec<u16> = c.port.into_iter().collect();
+    p.extend(plan.forwards.iter().filter(|f| Some(f.public_port) == c.port).map(|f| f.port));
+    p.dedup();
+    p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Put the counting rules for `c`'s packets in every namespace and read the
+/// counters (`watch`), or read them and take the rules out (`unwatch`): see
+/// scripts/trace-counters.sh. One command in the guest, one per host namespace.
+async fn watch(at: &Places<'_>, verb: &str, c: &Check, plan: &Plan, instance_ns: &str) -> Counters {
+    let proto = match c.kind {
+        crate::scenario::CheckKind::Icmp => "icmp",
+        crate::scenario::CheckKind::Udp => "udp",
+        _ => "tcp",
+    };
+    let ports = ports(c, plan);
+    let args = |script: &str, scope: &[&str]| -> Vec<String> {
+        let mut v = vec!["bash".to_owned(), script.to_owned(), verb.to_owned()];
+        v.extend(scope.iter().map(|s| (*s).to_owned()));
+        if verb == "watch" {
+            v.extend([proto.to_owned(), if ports.is_empty() { "-".to_owned() } else { ports.clone() }]);
+        }
+        v
+    };
     let guest_role = |name: &str| -> Option<Ns> {
         if name.is_empty() {
             Some(Ns::Host)
@@ -662,23 +696,16 @@ async fn read(at: &Places<'_>, instance_ns: &str) -> Counters {
         }
     };
     let cmd = |argv: Vec<String>| Cmd::new(argv).timeout(Duration::from_secs(60));
-    if let Ok(o) = at.guest.run(&cmd(vec!["bash".into(), GUEST_SCRIPT.into(), "all".into()])).await {
+    let mut c = Counters::default();
+    if let Ok(o) = at.guest.run(&cmd(args(GUEST_SCRIPT, &["all"]))).await {
         parse(&o.stdout, &guest_role, &mut c);
     }
     for (exec, ns, label) in [(at.edge, Ns::Edge, "edge"), (at.internet, Ns::Internet, "internet")] {
-        if let Ok(o) = exec.run(&cmd(vec!["bash".into(), at.host_script.into(), "self".into(), label.into()])).await {
+        if let Ok(o) = exec.run(&cmd(args(at.host_script, &["self", label]))).await {
             parse(&o.stdout, &|_| Some(ns), &mut c);
         }
     }
     c
-}
-
-/// The namespace the instance is (the clouds whose instance is a namespace in the guest).
-pub fn instance_netns(d: &Deployed) -> Option<&str> {
-    match d.instance_probe.as_slice() {
-        [ip, netns, exec, ns, ..] if ip == "ip" && netns == "netns" && exec == "exec" => Some(ns),
-        _ => None,
-    }
 }
 
 /// The counters read before a probe ([`before_probe`]).
@@ -686,8 +713,9 @@ pub struct Before(Counters);
 
 /// Read the counters before `c`'s probe is sent. None where the instance is not
 /// a namespace of the guest (the devstack cloud's is a VM: its hops cannot be read).
-pub async fn before_probe(d: &Deployed, at: &Places<'_>) -> Option<Before> {
-    Some(Before(read(at, instance_netns(d)?).await))
+pub async fn before_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>) -> Option<Before> {
+    let ns = instance_netns(d)?;
+    Some(Before(watch(at, "watch", c, plan, ns).await))
 }
 
 /// Read the counters again after the probe and name the hop where its packets
@@ -695,7 +723,7 @@ pub async fn before_probe(d: &Deployed, at: &Places<'_>) -> Option<Before> {
 pub async fn after_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>, before: Before, probe_said: &str) -> Trace {
     let before = before.0;
     let addr = checks::resolve(&c.to, c.from, plan, d);
-    let after = read(at, instance_netns(d).unwrap_or_default()).await;
+    let after = watch(at, "unwatch", c, plan, instance_netns(d).unwrap_or_default()).await;
     let request = present(request_path(c, addr, plan, d, at), &after);
     let mut path = judge(&request, &before, &after, false);
     let mut died_at = died(c, addr, &request, &path, false, &after, at).await;
@@ -719,7 +747,7 @@ pub async fn after_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>, 
 /// Trace `c`'s packet after the fact: send its probe again between two readings
 /// of the counters (a check that failed, `harness diagnose`). None: see [`before_probe`].
 pub async fn trace(c: &Check, plan: &Plan, d: &Deployed, probes: &Probes<'_>, at: &Places<'_>) -> Option<Trace> {
-    let before = before_probe(d, at).await?;
+    let before = before_probe(c, plan, d, at).await?;
     // The same probe, waiting no longer than an unreachable check does.
     let wait = checks::wait_s(c, 0.0).min(checks::UNREACHABLE_WAIT_S);
     let (outcome, detail, _) = checks::probe_once(c, plan, d, probes, wait).await;
@@ -793,8 +821,8 @@ mod tests {
                 "host FORWARD",
                 "host POSTROUTING",
                 "host eth0",
-                "cloud edge, guest port",
-                "cloud edge, internet port",
+                "cloud edge",
+                "cloud edge",
                 "internet"
             ]
         );
@@ -832,15 +860,24 @@ mod tests {
     #[test]
     fn counters_are_read_per_namespace_and_compared() {
         let role = |n: &str| if n.is_empty() { Some(Ns::Host) } else { None };
-        let text = "ns \nif br-ex 10 5 up 1500\nsysctl ip_forward 1\npolicy filter FORWARD DROP 3\nrule filter FORWARD 2 -A FORWARD -s 10.0.0.0/8 -j ACCEPT\nns qdhcp-1\nif x 1 1 up 1\n";
+        let text = "ns \nif br-ex 10 5 up 1500\nsysctl ip_forward 1\npolicy filter FORWARD DROP 0\n\
+                    rule filter FORWARD 2 -A FORWARD -s 10.0.0.0/8 -j ACCEPT\n\
+                    rule mangle harness-trace-in 4 -A harness-trace-in -i br-ex -p icmp --icmp-type echo-request -m comment --comment req\n\
+                    rule mangle harness-trace-in 0 -A harness-trace-in -i br-ex -p icmp --icmp-type echo-reply -m comment --comment rep\n\
+                    ns qdhcp-1\nif x 1 1 up 1\n";
         let mut b = Counters::default();
         parse(text, &role, &mut b);
         let mut a = Counters::default();
-        parse(&text.replace("br-ex 10 5", "br-ex 13 5").replace("DROP 3", "DROP 6"), &role, &mut a);
+        // Three echo requests in, frames besides (an ARP: the interface's own count), no reply.
+        parse(&text.replace("br-ex 10 5", "br-ex 14 5").replace("harness-trace-in 4 ", "harness-trace-in 7 "), &role, &mut a);
         let hops = [iface("host br-ex", Ns::Host, Dev::Named("br-ex".into()), true), chain("host FORWARD", Ns::Host, "filter", "FORWARD")];
         let seen = judge(&hops, &b, &a, false);
-        assert!(seen[0].saw && seen[0].evidence.contains("rx +3"), "{seen:?}");
-        assert!(seen[1].saw && seen[1].evidence.contains("policy DROP +3"), "{seen:?}");
+        assert!(seen[0].saw && seen[0].evidence.contains("3 request packets in"), "{seen:?}");
+        assert!(!seen[1].saw && seen[1].evidence.contains("no rule counted it"), "{seen:?}");
+        let back = judge(&hops[..1], &b, &a, true);
+        assert!(!back[0].saw && back[0].evidence.contains("0 reply packets"), "{back:?}");
         assert_eq!(a.ns.len(), 1, "a namespace without a role is not read");
+        // A FORWARD that drops by policy, after the last interface that saw it.
+        assert_eq!(dropped_by_chain(&hops[1], &a).as_deref(), Some("policy DROP, no rule matched (not `-A FORWARD -s 10.0.0.0/8 -j ACCEPT`)"));
     }
 }

@@ -249,7 +249,7 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
         // A check that expects no answer is traced around its own probe; one that
         // fails unexpectedly, after it; a passing reachable check costs nothing
         // more unless asked.
-        let watched = if vm.trace.all || c.expect == Expect::Unreachable { trace::before_probe(d, &at).await } else { None };
+        let watched = if vm.trace.all || c.expect == Expect::Unreachable { trace::before_probe(c, plan, d, &at).await } else { None };
         let mut r = checks::run_check(c, plan, d, probes, slowest).await;
         r.before_took_s = before_took_s;
         if let Some(before) = watched {
