@@ -259,6 +259,7 @@ mod tests {
             timeout_s: Some(3.0),
             size: None,
             dont_fragment: false,
+            host_reboot: false,
             before: None,
             line: 7,
         }

@@ -105,6 +105,12 @@ pub trait Executor: Send + Sync {
     async fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
         self.run_streaming(cmd, &mut |_| {}).await
     }
+
+    /// Connect again within `deadline` (after the place rebooted); nothing to do
+    /// for a place that is not reached through a connection.
+    async fn reconnect(&self, _deadline: std::time::Duration) -> Result<(), ExecError> {
+        Ok(())
+    }
 }
 
 /// Commands on this machine, inside a network namespace (or the host's own, for

@@ -106,8 +106,8 @@ impl Rendered {
 
 pub struct Renderer {
     tera: tera::Tera,
-    /// SHA-256 of every template as loaded (embedded or overridden).
-    digest: String,
+    /// Each template as loaded (embedded or overridden), by name.
+    texts: std::collections::BTreeMap<&'static str, String>,
 }
 
 fn tera_error(name: &str, e: tera::Error) -> RenderError {
@@ -127,26 +127,35 @@ impl Renderer {
     pub fn new(override_dir: Option<&Path>) -> Result<Renderer, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
-        let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+        let mut texts = std::collections::BTreeMap::new();
         for name in ALL {
             let text = match override_dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => std::fs::read_to_string(&path).map_err(|source| RenderError::ReadTemplate { path, source })?,
                 None => EMBEDDED.get_file(name).and_then(|f| f.contents_utf8()).expect("every template is embedded").to_owned(),
             };
-            // The faults are switched on after every start, restored or not: they
-            // are not part of what a prepared state is.
-            if *name != FAULTS {
-                sha2::Digest::update(&mut digest, name.as_bytes());
-                sha2::Digest::update(&mut digest, text.as_bytes());
-            }
             tera.add_raw_template(name, &text).map_err(|e| tera_error(name, e))?;
+            texts.insert(*name, text);
         }
-        Ok(Renderer { tera, digest: hex::encode(sha2::Digest::finalize(digest)) })
+        Ok(Renderer { tera, texts })
     }
 
-    /// What the templates are: a change to any of them changes this.
-    pub fn digest(&self) -> &str {
-        &self.digest
+    /// What the templates that make a `kind` cloud's prepared state are: a change
+    /// to any of them changes this. The host recipe and the local.conf are in a
+    /// state's key as rendered; the faults are switched on after every start; the
+    /// other clouds' scripts do not run.
+    pub fn digest_for(&self, kind: crate::scenario::CloudKind) -> String {
+        use crate::scenario::CloudKind;
+        let own: &[&str] = match kind {
+            CloudKind::Replica => &[REPLICA, HOST_STEPS],
+            CloudKind::Neutron => &[NEUTRON, NEUTRON_HOST2, HOST_STEPS],
+            CloudKind::Devstack => &[DEVSTACK],
+        };
+        let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+        for name in [USER_DATA, META_DATA, NETWORK_CONFIG].iter().chain(own) {
+            sha2::Digest::update(&mut digest, name.as_bytes());
+            sha2::Digest::update(&mut digest, self.texts[name].as_bytes());
+        }
+        hex::encode(sha2::Digest::finalize(digest))
     }
 
     /// A template of a later stage, with the plan and that stage's values (`v`).

@@ -265,6 +265,10 @@ impl Executor for Ssh {
     async fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<(), ExecError> {
         Ok(Ssh::upload(self, data.to_vec(), path, mode as i32).await?)
     }
+
+    async fn reconnect(&self, deadline: Duration) -> Result<(), ExecError> {
+        Ok(Ssh::reconnect(self, deadline).await?)
+    }
 }
 
 /// What `cloud-init status --wait` said.

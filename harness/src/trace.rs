@@ -356,9 +356,20 @@ fn judge_each(specs: &[HopSpec], before: &Counters, after: &Counters, reply: boo
                     match (watched(b, &dev, *rx, reply), watched(a, &dev, *rx, reply)) {
                         (Some(was), Some(now)) => {
                             let moved = now.saturating_sub(was);
-                            Hop { hop: name, saw: moved > 0, evidence: format!("{dev} in {}: {moved} {what} packets {way} ({state}, mtu {mtu})", where_(a)) }
+                            Hop {
+                                hop: name,
+                                saw: moved > 0,
+                                evidence: format!("{dev} in {}: {moved} {what} packets {way} ({state}, mtu {mtu})", where_(a)),
+                            }
                         }
-                        _ => Hop { hop: name, saw: false, evidence: format!("{dev} in {}: not counted (no counting rule: the device came after the trace began?)", where_(a)) },
+                        _ => Hop {
+                            hop: name,
+                            saw: false,
+                            evidence: format!(
+                                "{dev} in {}: not counted (no counting rule: the device came after the trace began?)",
+                                where_(a)
+                            ),
+                        },
                     }
                 }
                 Probe::Chain { table, chain } => {
@@ -553,10 +564,15 @@ async fn died(
         };
         // Too big to leave with Don't Fragment: the kernel refuses it at the source.
         if let (Some(size), true, Probe::Iface { dev, .. }) = (c.size, c.dont_fragment, &specs[0].probe) {
-            if let Some((d, (_, _, _, mtu))) = after.ns.get(&specs[0].ns).and_then(|n| n.dev(dev).and_then(|d| n.ifs.get(&d).map(|i| (d, i.clone())))) {
+            if let Some((d, (_, _, _, mtu))) =
+                after.ns.get(&specs[0].ns).and_then(|n| n.dev(dev).and_then(|d| n.ifs.get(&d).map(|i| (d, i.clone()))))
+            {
                 if u32::from(size) + 28 > mtu {
                     let bytes = u32::from(size) + 28;
-                    return Some(DiedAt { hop: hops[0].hop.clone(), reason: format!("it was never sent: {bytes} bytes with Don't Fragment do not fit {d}'s MTU {mtu}") });
+                    return Some(DiedAt {
+                        hop: hops[0].hop.clone(),
+                        reason: format!("it was never sent: {bytes} bytes with Don't Fragment do not fit {d}'s MTU {mtu}"),
+                    });
                 }
             }
         }
@@ -787,6 +803,7 @@ mod tests {
             timeout_s: None,
             size: None,
             dont_fragment: false,
+            host_reboot: false,
             before: None,
             line: 1,
         }
@@ -878,6 +895,9 @@ mod tests {
         assert!(!back[0].saw && back[0].evidence.contains("0 reply packets"), "{back:?}");
         assert_eq!(a.ns.len(), 1, "a namespace without a role is not read");
         // A FORWARD that drops by policy, after the last interface that saw it.
-        assert_eq!(dropped_by_chain(&hops[1], &a).as_deref(), Some("policy DROP, no rule matched (not `-A FORWARD -s 10.0.0.0/8 -j ACCEPT`)"));
+        assert_eq!(
+            dropped_by_chain(&hops[1], &a).as_deref(),
+            Some("policy DROP, no rule matched (not `-A FORWARD -s 10.0.0.0/8 -j ACCEPT`)")
+        );
     }
 }

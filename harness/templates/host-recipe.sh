@@ -25,6 +25,14 @@ MAKE_BRIDGE={{ plan.host_recipe.bridge }}
 IP_FORWARD={{ plan.host_recipe.ip_forward }}
 FORWARD={{ plan.host_recipe.forward }}
 MASQUERADE={{ plan.host_recipe.masquerade }}
+{%- if plan.host_recipe.persist %}
+# Persisted as a distribution would: the sysctl in /etc/sysctl.d, and a systemd
+# unit that applies this recipe at boot, after Open vSwitch (the firewall rules,
+# the addresses, the bridge); docs/repro.md, "A real reboot".
+PERSISTED=/usr/local/sbin/harness-host-recipe-persisted
+UNIT=/etc/systemd/system/devstack-harness-host-recipe.service
+SYSCTL=/etc/sysctl.d/90-devstack-harness.conf
+{%- endif %}
 
 forward_rules=("FORWARD -s $SRC -j ACCEPT" "FORWARD -d $SRC -j ACCEPT")
 nat_rule="POSTROUTING -s $SRC ! -d $SRC -j MASQUERADE"
@@ -66,7 +74,20 @@ apply() {
         ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
         # Once DevStack has moved the address to its OVS bridge, it stays there.
         if [ -z "$(bridge_addr_holder)" ]; then
+{%- if plan.host_recipe.persist %}
+            # At boot, the bridge is already a port of the OVS bridge DevStack made
+            # (OVS's database keeps it): the address goes where DevStack left it.
+            local ovs_bridge
+            ovs_bridge=$(ovs-vsctl port-to-br "$BRIDGE" 2>/dev/null || true)
+            if [ -n "$ovs_bridge" ]; then
+                ip addr replace "$BRIDGE_ADDR" dev "$ovs_bridge"
+                ip link set "$ovs_bridge" up
+            else
+                ip addr replace "$BRIDGE_ADDR" dev "$BRIDGE"
+            fi
+{%- else %}
             ip addr replace "$BRIDGE_ADDR" dev "$BRIDGE"
+{%- endif %}
         fi
         ip link set "$BRIDGE" up
     fi
@@ -83,6 +104,22 @@ apply() {
         # shellcheck disable=SC2086
         has_rule nat $nat_rule || iptables -w -t nat -A $nat_rule
     fi
+{%- if plan.host_recipe.persist %}
+    if $IP_FORWARD; then
+        echo "net.ipv4.ip_forward = 1" >"$SYSCTL"
+    fi
+    if [ "$(readlink -f "$0")" != "$PERSISTED" ]; then
+        cp "$0" "$PERSISTED"
+    fi
+    if [ ! -e "$UNIT" ]; then
+        printf '%s\n' '[Unit]' 'Description=devstack-harness host recipe (persisted)' \
+            'Wants=openvswitch-switch.service' 'After=openvswitch-switch.service network.target' \
+            '[Service]' 'Type=oneshot' 'RemainAfterExit=yes' "ExecStart=$PERSISTED apply" \
+            '[Install]' 'WantedBy=multi-user.target' >"$UNIT"
+        systemctl daemon-reload
+        systemctl enable --quiet devstack-harness-host-recipe.service
+    fi
+{%- endif %}
 }
 
 verify() {
@@ -104,6 +141,10 @@ verify() {
         expect "filter rule '$rule'" "$FORWARD" has_rule filter $rule
     done
     expect "nat rule '$nat_rule'" "$MASQUERADE" has_rule nat $nat_rule
+{%- if plan.host_recipe.persist %}
+    expect "persisted: $SYSCTL" "$IP_FORWARD" test -e "$SYSCTL"
+    expect "persisted: $UNIT, enabled" true systemctl is-enabled --quiet devstack-harness-host-recipe.service
+{%- endif %}
     return $bad
 }
 
@@ -125,6 +166,14 @@ revert_rules() {
     if $IP_FORWARD && [ -n "$ip_forward" ]; then
         sysctl -qw net.ipv4.ip_forward="$ip_forward"
     fi
+{%- if plan.host_recipe.persist %}
+    if [ -e "$UNIT" ]; then
+        systemctl disable --quiet devstack-harness-host-recipe.service || true
+        rm -f "$UNIT"
+        systemctl daemon-reload
+    fi
+    rm -f "$SYSCTL" "$PERSISTED"
+{%- endif %}
 }
 
 revert() {

@@ -5,7 +5,11 @@
 # value comes from the scenario's rendered local.conf. This is not DevStack: every
 # report says "replica".
 #
-#   harness-replica build | fip-disassociate | fip-associate | state
+#   harness-replica build | after-reboot | fip-disassociate | fip-associate
+#
+# after-reboot: what a host's services do at boot (the OVS agent's bridges are in
+# OVS's database; the L3 agent makes the router again; the instance starts
+# again), without what stack.sh did at run time (host_steps, assign_gateway).
 set -euo pipefail
 
 PUBLIC_INTERFACE={{ v.public_interface }}
@@ -33,6 +37,18 @@ nat() { ip netns exec "$ROUTER" iptables -w -t nat "$@"; }
 
 build() {
     host_steps
+    agents
+    assign_gateway
+    fip_associate
+}
+
+after_reboot() {
+    systemctl start openvswitch-switch
+    agents
+    fip_associate
+}
+
+agents() {
     # The OVS agent's bridge mapping ($PHYSNET:$OVS_PHYSICAL_BRIDGE): patch ports.
     ovs-vsctl --may-exist add-port "$OVS_BRIDGE" "int-$OVS_PHYSICAL_BRIDGE" \
         -- set interface "int-$OVS_PHYSICAL_BRIDGE" type=patch options:peer="phy-$OVS_PHYSICAL_BRIDGE" \
@@ -99,8 +115,6 @@ build() {
         mkdir -p /run/sshd
         ip netns exec "$INSTANCE" /usr/sbin/sshd -o PidFile=/run/harness-instance-sshd.pid
     fi
-    assign_gateway
-    fip_associate
 }
 
 fip_associate() {
@@ -126,7 +140,8 @@ fip_disassociate() {
 
 case "${1:-}" in
     build) build ;;
+    after-reboot) after_reboot ;;
     fip-associate) fip_associate ;;
     fip-disassociate) fip_disassociate ;;
-    *) echo "usage: $0 build|fip-associate|fip-disassociate" >&2; exit 2 ;;
+    *) echo "usage: $0 build|after-reboot|fip-associate|fip-disassociate" >&2; exit 2 ;;
 esac

@@ -81,6 +81,8 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
             v
         })
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        // Only the replica reboots its guest yet (docs/repro.md).
+        .filter(|p| !std::fs::read_to_string(p).expect("scenario").contains("host_reboot"))
         .map(|p| p.strip_prefix(root()).expect("under root").display().to_string())
         .collect();
     args.extend(files.iter().map(String::as_str));

@@ -32,6 +32,8 @@ pub enum CloudError {
     Template(String, String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{step} failed in the guest (exit {status}): {output}\n  the whole output is in {log}")]
     Step { step: String, status: i32, output: String, log: String },
     #[error("the devstack cloud needs the guest to reach {0}/openstack/devstack.git, and it cannot from here (set [devstack] git_base to a mirror it can reach, or run it where it can: the .github/ devstack workflow)")]
@@ -47,7 +49,7 @@ pub enum CloudError {
 impl CloudError {
     /// A template that does not render is bad input (exit 2), not a broken machine.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, CloudError::Template(..) | CloudError::Value { .. })
+        matches!(self, CloudError::Template(..) | CloudError::Value { .. } | CloudError::Unsupported(_))
     }
 }
 
@@ -132,6 +134,15 @@ pub trait Cloud: Send + Sync {
 
     /// Build the cloud and its one instance with a floating IP.
     async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError>;
+
+    /// After the guest rebooted: start again what a host's services start at boot
+    /// (the agents and the instance), and nothing that stack.sh set at run time.
+    async fn after_reboot(&self, _site: &Site<'_>) -> Result<(), CloudError> {
+        Err(CloudError::Unsupported(format!(
+            "before = \"host_reboot\" on the {} cloud: only the replica reboots yet",
+            self.kind().as_str()
+        )))
+    }
 
     /// Associate or disassociate the instance's floating IP, as the cloud's API
     /// does; the seconds it took to take effect, where the cloud applies it later.

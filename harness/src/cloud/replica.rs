@@ -53,6 +53,12 @@ impl Cloud for Replica {
         })
     }
 
+    async fn after_reboot(&self, site: &Site<'_>) -> Result<(), CloudError> {
+        let agents = Cmd::new([SCRIPT, "after-reboot"]).timeout(Duration::from_secs(300));
+        guest_step(site.guest, "replica agents after the reboot", &agents, &site.log("cloud-after-reboot.log")).await?;
+        Ok(())
+    }
+
     async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {
         script_fip(site, SCRIPT, action).await
     }

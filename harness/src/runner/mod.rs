@@ -37,6 +37,8 @@ pub enum RunnerError {
     Recipe(String),
     #[error("run {run}: {what}")]
     Diagnose { run: String, what: String },
+    #[error("host reboot: {0}")]
+    Reboot(String),
 }
 
 impl RunnerError {
@@ -85,6 +87,8 @@ pub fn share_key(plan: &Plan, kind: CloudKind) -> String {
         // The neutron cloud builds the instance's security group with the VM.
         "security_group": (kind == CloudKind::Neutron).then(|| plan.security_group()),
         "instance_host": plan.instance_host,
+        // A reboot leaves a VM as no other scenario expects it: its own group.
+        "reboots": plan.checks.iter().any(|c| c.host_reboot).then(|| plan.name.clone()),
     })
     .to_string()
 }
@@ -170,7 +174,7 @@ pub fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result
         "group": share_key(first, kind),
         "host_recipe": renderer.host_recipe(first)?,
         "local_conf": renderer.local_conf(first)?,
-        "templates": renderer.digest(),
+        "templates": renderer.digest_for(kind),
         "scripts": crate::scripts::digest(),
     }))
 }

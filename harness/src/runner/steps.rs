@@ -206,6 +206,46 @@ async fn host_recipe(vm: &Vm<'_>, i: usize, plan: &Plan) -> Result<(), RunnerErr
     Ok(())
 }
 
+/// Reboot the guest as a host reboots (`before = "host_reboot"`): what DevStack
+/// and the recipe set at run time is gone, OVS's database stays; the cloud starts
+/// again what a host's services start at boot. The seconds it took.
+async fn reboot(vm: &Vm<'_>, plan: &Plan) -> Result<f64, RunnerError> {
+    let t = Instant::now();
+    let boot_id = || Cmd::new(["cat", "/proc/sys/kernel/random/boot_id"]).timeout(Duration::from_secs(30));
+    let before = vm.guest.run(&boot_id()).await?.stdout;
+    vm.progress.phase(&format!("{}: rebooting the guest", plan.name));
+    // The reboot cuts the connection under the command: its error is the expected end.
+    let _ = vm.guest.run(&Cmd::new(["systemctl", "reboot"]).timeout(Duration::from_secs(20))).await;
+    // Until a new boot answers (the old sshd may still take a connection for a while).
+    let deadline = Instant::now() + REBOOT_DEADLINE;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RunnerError::Reboot(format!(
+                "the guest did not come back within {} s; its console is in {}",
+                REBOOT_DEADLINE.as_secs(),
+                vm.log("console.log").display()
+            )));
+        }
+        if vm.guest.reconnect(left).await.is_err() {
+            continue;
+        }
+        match vm.guest.run(&boot_id()).await {
+            Ok(o) if o.status == 0 && o.stdout != before => break,
+            _ => continue,
+        }
+    }
+    // Boot done (its units started, the persisted recipe's among them), whatever state it ends in.
+    let _ = vm.guest.run(&Cmd::new(["systemctl", "is-system-running", "--wait"]).timeout(Duration::from_secs(180))).await;
+    vm.cloud.after_reboot(&vm.site(plan)).await?;
+    vm.progress.phase(&format!("{}: the guest rebooted ({:.1} s)", plan.name, t.elapsed().as_secs_f64()));
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// How long a guest may take to reboot under TCG (a cold boot to SSH is about a minute).
+const REBOOT_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Switch on the scenario's faults, if it has any.
 async fn faults(vm: &Vm<'_>, plan: &Plan) -> Result<(), RunnerError> {
     if plan.faults == FaultsSpec::default() {
@@ -235,6 +275,9 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
         let mut before_took_s = None;
         if let Some(action) = c.before {
             before_took_s = vm.cloud.floating_ip(&vm.site(plan), action).await?;
+        }
+        if c.host_reboot {
+            before_took_s = Some(reboot(vm, plan).await?);
         }
         let host_script = vm.trace.host_script.display().to_string();
         let at = trace::Places {
@@ -486,10 +529,12 @@ mod tests {
     async fn shipped_scenarios_send_these_commands_in_this_order() {
         let plans = shipped();
         let groups = super::super::groups(&plans, |p| p.cloud);
-        assert_eq!(groups.len(), 1, "the shipped scenarios share one VM");
+        let reboots = plans.iter().filter(|p| p.checks.iter().any(|c| c.host_reboot)).count();
+        assert_eq!(groups.len(), 1 + reboots, "the shipped scenarios share one VM, but each that reboots it");
+        assert!(groups[1..].iter().all(|g| g.len() == 1));
         let w = World::new();
         let results = w.run(&groups[0]).await.expect("runs");
-        assert_eq!(results.len(), plans.len());
+        assert_eq!(results.len(), plans.len() - reboots);
         // Every check saw what the fakes answered; the first scenario paid for the boot.
         assert!(results.iter().flat_map(|r| &r.checks).all(|c| c.outcome == Expect::Reachable), "{results:#?}");
         assert_eq!(results[0].timings["boot"], 1.0);

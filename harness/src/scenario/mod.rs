@@ -65,6 +65,7 @@ pub struct HostRecipe {
     pub forward: bool,
     pub masquerade: bool,
     pub source_range: Ipv4Net,
+    pub persist: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -127,6 +128,8 @@ pub enum CloudAction {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub before: Option<CloudAction>,
+    /// `before = "host_reboot"`: the guest reboots before this check.
+    pub host_reboot: bool,
     pub name: String,
     pub kind: CheckKind,
     pub from: Endpoint,
@@ -587,14 +590,15 @@ impl Validator {
             self.fail(at("seen_as"), "expected `seen_as` on a tcp, udp or http check: ICMP carries no report");
         }
         let before = match c.before.as_deref() {
-            None => None,
+            None | Some("host_reboot") => None,
             Some("fip_disassociate") => Some(CloudAction::FipDisassociate),
             Some("fip_associate") => Some(CloudAction::FipAssociate),
             Some(other) => {
-                self.fail(at("before"), format!("expected fip_disassociate or fip_associate, found {other:?}"));
+                self.fail(at("before"), format!("expected fip_disassociate, fip_associate or host_reboot, found {other:?}"));
                 None
             }
         };
+        let host_reboot = c.before.as_deref() == Some("host_reboot");
         if (c.size.is_some() || c.dont_fragment) && kind != CheckKind::Icmp {
             self.fail(
                 at(if c.size.is_some() { "size" } else { "dont_fragment" }),
@@ -615,6 +619,7 @@ impl Validator {
         });
         Some(Check {
             before,
+            host_reboot,
             name,
             kind,
             from,
@@ -735,6 +740,7 @@ impl Validator {
                 forward: hr.forward,
                 masquerade: hr.masquerade,
                 source_range: source_range?,
+                persist: hr.persist,
             },
             faults: f.faults.clone(),
             world,

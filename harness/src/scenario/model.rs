@@ -214,11 +214,23 @@ pub struct HostRecipeSpec {
     pub masquerade: bool,
     /// Source range of the FORWARD and MASQUERADE rules; defaults to the floating range.
     pub source_range: Option<String>,
+    /// Persist the recipe the way a distribution does, so that it survives a
+    /// reboot: net.ipv4.ip_forward in /etc/sysctl.d, and a systemd unit that
+    /// applies the recipe at boot (addresses, the bridge, the iptables rules).
+    pub persist: bool,
 }
 
 impl Default for HostRecipeSpec {
     fn default() -> Self {
-        HostRecipeSpec { lo_public_ip: true, bridge: true, ip_forward: true, forward: true, masquerade: true, source_range: None }
+        HostRecipeSpec {
+            lo_public_ip: true,
+            bridge: true,
+            ip_forward: true,
+            forward: true,
+            masquerade: true,
+            source_range: None,
+            persist: false,
+        }
     }
 }
 
@@ -352,8 +364,10 @@ pub struct CheckSpec {
     /// not fragmented but lost, so `size` tests the MTU.
     #[serde(default)]
     pub dont_fragment: bool,
-    /// A cloud action taken just before the check: `fip_disassociate` or `fip_associate`.
-    #[schemars(extend("enum" = ["fip_disassociate", "fip_associate"]))]
+    /// An action taken just before the check: `fip_disassociate` or `fip_associate`
+    /// (through the cloud), or `host_reboot` (the guest reboots: what DevStack and
+    /// the recipe set at run time is gone, unless `[host_recipe] persist`).
+    #[schemars(extend("enum" = ["fip_disassociate", "fip_associate", "host_reboot"]))]
     pub before: Option<String>,
 }
 
