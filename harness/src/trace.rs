@@ -621,7 +621,7 @@ async fn unanswered_neighbour(
             let f: Vec<&str> = l.split_whitespace().collect();
             f.first() == Some(&gw) && f.get(2) == Some(&dev) && f.last().is_some_and(|s| *s == "FAILED" || *s == "INCOMPLETE")
         });
-        if let Some(entry) = failed {
+        if failed.is_some() {
             // Who should have answered: a device of the world that has the address.
             let owner = after.ns.iter().find_map(|(_, m)| m.addrs.iter().find(|(_, a)| a == gw).map(|(dev, _)| (m, dev)));
             let whose = match owner {
@@ -635,10 +635,8 @@ async fn unanswered_neighbour(
             let out = (0..specs.len()).rev().find(|&j| specs[j].ns == ns && matches!(specs[j].probe, Probe::Iface { .. })).unwrap_or(i);
             return Some(DiedAt {
                 hop: hops[out.min(hops.len() - 1)].hop.clone(),
-                reason: format!(
-                    "the gateway {gw} does not answer ARP on {dev}{whose} (neighbour `{}`; `ip route get {dst}`: {route})",
-                    entry.trim()
-                ),
+                // Not the entry's state: FAILED or INCOMPLETE depends on when it is read.
+                reason: format!("the gateway {gw} does not answer ARP on {dev}{whose} (`ip route get {dst}`: {route})"),
             });
         }
     }
