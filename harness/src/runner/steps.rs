@@ -270,6 +270,16 @@ async fn add_forwards(vm: &Vm<'_>, plan: &Plan, d: &Deployed) -> Result<(), Runn
 
 async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>) -> Result<Vec<CheckResult>, RunnerError> {
     let mut done: Vec<CheckResult> = Vec::new();
+    let host_script = vm.trace.host_script.display().to_string();
+    let at = trace::Places {
+        guest: vm.guest,
+        edge: vm.edge,
+        internet: vm.internet,
+        host_script: &host_script,
+        edge_tap: vm.trace.edge_tap.clone(),
+        edge_veth: vm.trace.edge_veth.clone(),
+        internet_veth: vm.trace.internet_veth.clone(),
+    };
     for c in &plan.checks {
         let slowest = done.iter().filter_map(|r| r.answered_s).fold(0.0, f64::max);
         let mut before_took_s = None;
@@ -279,16 +289,6 @@ async fn run_checks(vm: &Vm<'_>, plan: &Plan, d: &Deployed, probes: &Probes<'_>)
         if c.host_reboot {
             before_took_s = Some(reboot(vm, plan).await?);
         }
-        let host_script = vm.trace.host_script.display().to_string();
-        let at = trace::Places {
-            guest: vm.guest,
-            edge: vm.edge,
-            internet: vm.internet,
-            host_script: &host_script,
-            edge_tap: vm.trace.edge_tap.clone(),
-            edge_veth: vm.trace.edge_veth.clone(),
-            internet_veth: vm.trace.internet_veth.clone(),
-        };
         // A check that expects no answer is traced around its own probe; one that
         // fails unexpectedly, after it; a passing reachable check costs nothing
         // more unless asked.
