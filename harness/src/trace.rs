@@ -459,13 +459,17 @@ fn route_dev(route: &str) -> Option<&str> {
     w.windows(2).find(|p| p[0] == "dev").map(|p| p[1])
 }
 
-/// Why the packet went no further than `last` (the hop that saw it last), with
-/// `next` the hop that did not see it. Facts first, in the order the kernel meets
-/// them; what explains nothing falls through to a sentence that says so.
+/// Why the packet went no further than `last` (the hop that saw it last; `came_in`
+/// the last interface that did), with `next` the hop that did not see it. Facts
+/// first, in the order the kernel meets them; what explains nothing falls through
+/// to a sentence that says so.
+#[allow(clippy::too_many_arguments)]
 async fn reason(
     c: &Check,
     addr: Ipv4Addr,
+    src: Option<Ipv4Addr>,
     last: &HopSpec,
+    came_in: &HopSpec,
     next: Option<&HopSpec>,
     reply: bool,
     after: &Counters,
@@ -489,8 +493,19 @@ async fn reason(
                     return format!("{dev} is down");
                 }
                 if let (Some(size), true) = (c.size, c.dont_fragment) {
-                    if u32::from(size) + 28 > *mtu {
-                        return format!("{} bytes with Don't Fragment do not fit {dev}'s MTU {mtu}", u32::from(size) + 28);
+                    let bytes = u32::from(size) + 28;
+                    if bytes > *mtu {
+                        // The sender's own MTU let it out: nothing told it the way is narrower.
+                        let sender = match &came_in.probe {
+                            Probe::Iface { dev: d, .. } => n.dev(d).and_then(|d| n.ifs.get(&d).map(|i| (d, i.3))),
+                            Probe::Chain { .. } => None,
+                        };
+                        return match sender {
+                            Some((d, m)) if m >= bytes && *ns != last.ns => format!(
+                                "{bytes} bytes with Don't Fragment do not fit {dev}'s MTU {mtu}; {d} sent them at MTU {m}, and a switch drops what is too big without an ICMP error"
+                            ),
+                            _ => format!("{bytes} bytes with Don't Fragment do not fit {dev}'s MTU {mtu}"),
+                        };
                     }
                 }
             }
@@ -517,8 +532,14 @@ async fn reason(
         }
     }
     // Strict reverse-path filtering drops what arrives where the way back does not lead.
-    if let (Probe::Iface { dev, rx: true }, Some(q)) = (&last.probe, flow) {
-        let src = if reply { q[2] } else { q[0] };
+    // A request dropped there never confirmed a conntrack entry: its source is the check's.
+    let from = match (flow, reply) {
+        (Some(q), true) => Some(q[2]),
+        (Some(q), false) => Some(q[0]),
+        (None, false) => src,
+        (None, true) => None,
+    };
+    if let (Probe::Iface { dev, rx: true }, Some(src), true) = (&came_in.probe, from, came_in.ns == last.ns) {
         if let Some(dev) = n.dev(dev) {
             let rp = |k: &str| n.sysctls.get(&format!("rp_filter.{k}")).and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
             if rp("all").max(rp(&dev)) == 1 {
@@ -546,9 +567,11 @@ async fn reason(
 /// or REJECT rule counted it, or its policy is not ACCEPT and no rule let it
 /// through) is where it died; else the last hop that saw it, for the reason
 /// its namespace gives ([`reason`]).
+#[allow(clippy::too_many_arguments)]
 async fn died(
     c: &Check,
     addr: Ipv4Addr,
+    src: Option<Ipv4Addr>,
     specs: &[HopSpec],
     hops: &[Hop],
     reply: bool,
@@ -591,7 +614,7 @@ async fn died(
         }
     }
     let last = (last_iface..next).rev().find(|&i| hops[i].saw).unwrap_or(last_iface);
-    let r = reason(c, addr, &specs[last], Some(&specs[next]), reply, after, at).await;
+    let r = reason(c, addr, src, &specs[last], &specs[last_iface], Some(&specs[next]), reply, after, at).await;
     Some(DiedAt { hop: hops[last].hop.clone(), reason: r })
 }
 
@@ -737,10 +760,12 @@ pub async fn before_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>)
 pub async fn after_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>, before: Before, probe_said: &str) -> Trace {
     let before = before.0;
     let addr = checks::resolve(&c.to, c.from, plan, d);
+    // Where the request comes from, as the first namespace it reaches sees it.
+    let src = (c.from == Endpoint::Internet).then_some(plan.world.internet_client);
     let after = watch(at, "unwatch", c, plan, instance_netns(d).unwrap_or_default()).await;
     let request = present(request_path(c, addr, plan, d, at), &after);
     let mut path = judge(&request, &before, &after, false);
-    let mut died_at = died(c, addr, &request, &path, false, &after, at).await;
+    let mut died_at = died(c, addr, src, &request, &path, false, &after, at).await;
     if died_at.is_none() && !request.is_empty() {
         // The request arrived: the reply's way back.
         let back = reply_path(&request);
@@ -748,10 +773,10 @@ pub async fn after_probe(c: &Check, plan: &Plan, d: &Deployed, at: &Places<'_>, 
         died_at = match seen.first() {
             Some(h) if !h.saw => {
                 let last = request.len() - 1;
-                let r = reason(c, addr, &request[last], None, false, &after, at).await;
+                let r = reason(c, addr, src, &request[last], &request[last], None, false, &after, at).await;
                 Some(DiedAt { hop: path[last].hop.clone(), reason: r })
             }
-            _ => died(c, addr, &back, &seen, true, &after, at).await,
+            _ => died(c, addr, src, &back, &seen, true, &after, at).await,
         };
         path.extend(seen);
     }

@@ -233,26 +233,28 @@ fn list_and_shard() {
             "instance-egress",
             "repro-default-route-mgmt",
             "repro-forward-policy-drop",
+            "repro-instance-mtu-1500",
             "repro-ip-forward-off",
             "repro-masquerade-wrong-range",
             "repro-no-masquerade",
             "repro-ovs-bridge-down",
             "repro-ovs-bridge-no-address",
+            "repro-rp-filter-strict",
             "tempest-basic-ops",
             // Listed by VM group: each that reboots its guest has its own.
             "repro-reboot-not-persisted",
             "repro-reboot-persisted"
         ]
     );
-    // A VM group goes to one shard whole: ten scenarios share one VM, each reboot
-    // scenario has its own.
+    // A VM group goes to one shard whole: twelve scenarios share one VM, each
+    // reboot scenario has its own.
     let shard = |s: &str| -> usize {
         let (_, out, _) = harness_at_root(&["list", "--format", "json", "--shard", s]);
         serde_json::from_str::<serde_json::Value>(&out).expect("json")["scenarios"].as_array().expect("array").len()
     };
-    assert_eq!(shard("1/2") + shard("2/2"), 12);
-    assert!([10, 11, 12].contains(&shard("1/2").max(shard("2/2"))), "the ten that share a VM stay together");
-    assert_eq!(shard("1/1"), 12);
+    assert_eq!(shard("1/2") + shard("2/2"), 14);
+    assert!([12, 13, 14].contains(&shard("1/2").max(shard("2/2"))), "the twelve that share a VM stay together");
+    assert_eq!(shard("1/1"), 14);
 }
 
 #[test]

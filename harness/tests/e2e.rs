@@ -119,6 +119,10 @@ fn expected_death(scenario: &str, check: &str) -> (&'static str, &'static str) {
         ("repro-ovs-bridge-no-address", c) if c.starts_with("host") => ("host br-ex", "never sent"),
         ("repro-ovs-bridge-no-address", _) => ("router qg-", "no device of the host, the router or the edge has that address"),
         ("repro-default-route-mgmt", _) => ("host POSTROUTING", "leaves through mgmt0, not eth0"),
+        // Dropped at routing, after nat PREROUTING counted it, before FORWARD.
+        ("repro-rp-filter-strict", _) => ("host PREROUTING", "rp_filter = 1 (strict) on eth0"),
+        // Open vSwitch drops it at the router's port; the instance's own MTU let it out.
+        ("repro-instance-mtu-1500", _) => ("instance", "do not fit qr-"),
         // After a real reboot: br-ex back from OVS's database without its address.
         ("repro-reboot-not-persisted", _) => ("router qg-", "the gateway 192.168.100.1 does not answer ARP"),
         // Disassociated: nothing translates the floating IP any more.

@@ -109,7 +109,7 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
     assert_eq!(lease["router"], "10.0.0.1", "{lease}");
     assert!(snapshot_text(&results["dhcp-mtu"]).contains("DHCP lease from <dhcp-server> (Neutron's dnsmasq)"));
     // The security group in force is the scenario's, and says so.
-    let sg = results["security-group-no-ssh"]["cloud_facts"]["security_group"].as_array().expect("rules").clone();
+    let sg = results["repro-security-group-no-ssh"]["cloud_facts"]["security_group"].as_array().expect("rules").clone();
     assert_eq!(sg.len(), 2, "{sg:?}");
     assert!(!sg.iter().any(|r| r["port_range_min"] == 22), "no SSH rule: {sg:?}");
     // The instance on the second host reached everything through a VXLAN tunnel.

@@ -153,3 +153,15 @@ fn the_instance_runs_on_host_1_or_2_and_there_is_one() {
     let e = err("[[instance]]\n[[instance]]\nhost = 2\n");
     assert!(e.contains("expected one [[instance]]"), "{e}");
 }
+
+#[test]
+fn faults_are_off_unless_switched_on_and_an_instance_mtu_is_checked() {
+    let plan = scenario::parse(Path::new("f.toml"), "[faults]\nrp_filter_strict = true\ninstance_mtu = 1500\n").expect("faults");
+    assert!(plan.faults.rp_filter_strict && !plan.faults.ip_forward_off);
+    assert_eq!(plan.faults.instance_mtu, Some(1500));
+    assert_eq!(scenario::parse(Path::new("f.toml"), "").expect("default").faults.instance_mtu, None);
+    let e = err("[faults]\ninstance_mtu = 100\n");
+    assert!(e.starts_with("bad.toml:2:16: expected an MTU between 576 and 9000, found 100"), "{e}");
+    let e = err("[faults]\nrp_filter = true\n");
+    assert!(e.starts_with("bad.toml:2:1: unknown field `rp_filter`"), "{e}");
+}

@@ -722,6 +722,14 @@ impl Validator {
                 "expected one [[instance]]: the harness builds one instance per scenario",
             ),
         }
+        if let Some(mtu) = f.faults.instance_mtu {
+            if !(576..=9000).contains(&mtu) {
+                self.fail(
+                    vec![PathSeg::key("faults"), PathSeg::key("instance_mtu")],
+                    format!("expected an MTU between 576 and 9000, found {mtu}"),
+                );
+            }
+        }
         let security_group_rules = if f.security_group_rules.is_empty() {
             None
         } else {

@@ -255,6 +255,14 @@ pub struct FaultsSpec {
     /// The default route through the management NIC (a NAT interface that leads
     /// nowhere here) instead of the data NIC.
     pub default_route_via_mgmt: bool,
+    /// Strict reverse-path filtering on the host (`net.ipv4.conf.all.rp_filter=1`,
+    /// as RHEL-like images ship it): a packet that arrives on a NIC the way back
+    /// to its source does not leave through is dropped before FORWARD.
+    pub rp_filter_strict: bool,
+    /// The instance's interface at this MTU instead of the one its network has
+    /// (1450 on VXLAN), as an image that ignores DHCP's MTU option runs it:
+    /// packets bigger than the network's MTU are lost without an error.
+    pub instance_mtu: Option<u16>,
 }
 
 /// How the DevStack `local.conf` is made.
