@@ -12,9 +12,12 @@ Every command prints one JSON object on stdout; errors go to stderr, exit 1.
   neutron-api.py fip-create PORT EXT_NET      a floating IP on the instance's port
   neutron-api.py fip-associate | fip-disassociate   the instance's floating IP
   neutron-api.py wait-port PORT STATUS TIMEOUT
+  neutron-api.py set-rules SG.json UNIT TIMEOUT   the instance's port in a group of these rules,
+                                              in force in the OVS agent UNIT
 """
 import json
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -134,14 +137,7 @@ def instance(name, network_id, rules_path, host=None):
         call("DELETE", "/security-groups/%s" % sg["id"], who=DEMO)
     sg = call("POST", "/security-groups", {"security_group": {"name": name, "description": "devstack-harness scenario rules"}}, who=DEMO)["security_group"]
     # A new group comes with egress rules for IPv4 and IPv6; keep only the scenario's.
-    for r in sg["security_group_rules"]:
-        call("DELETE", "/security-group-rules/%s" % r["id"], who=DEMO)
-    for r in rules:
-        body = {"security_group_id": sg["id"], "direction": r["direction"], "ethertype": "IPv4"}
-        for k in ("protocol", "port_range_min", "port_range_max", "remote_ip_prefix"):
-            if r.get(k) is not None:
-                body[k] = r[k]
-        call("POST", "/security-group-rules", {"security_group_rule": body}, who=DEMO)
+    replace_rules(sg, rules)
     port = find("port", name, who=DEMO)
     if port:
         call("DELETE", "/ports/%s" % port["id"])
@@ -150,6 +146,53 @@ def instance(name, network_id, rules_path, host=None):
         "device_owner": "compute:nova", "device_id": name, "binding:host_id": host or socket.gethostname()}})["port"]
     out({"port_id": port["id"], "mac": port["mac_address"], "fixed_ip": port["fixed_ips"][0]["ip_address"],
          "security_group_id": sg["id"], "binding": port.get("binding:vif_type"), "host": port["binding:host_id"]})
+
+
+def replace_rules(sg, rules):
+    """The group's rules become exactly `rules` (the scenario's)."""
+    for r in sg["security_group_rules"]:
+        call("DELETE", "/security-group-rules/%s" % r["id"], who=DEMO)
+    for r in rules:
+        body = {"security_group_id": sg["id"], "direction": r["direction"], "ethertype": "IPv4"}
+        for k in ("protocol", "port_range_min", "port_range_max", "remote_ip_prefix"):
+            if r.get(k) is not None:
+                body[k] = r[k]
+        call("POST", "/security-group-rules", {"security_group_rule": body}, who=DEMO)
+
+
+def set_rules(rules_path, unit, timeout):
+    """Another scenario's rules for the cloud's one instance (a restored VM's run
+    id is not the builder's). A new group gets every rule first and then the port
+    moves to it in one update, so the OVS agent of the port (its systemd UNIT)
+    never filters with half of them; then wait until that agent, in its journal
+    after the move, has refreshed its firewall ("Refresh firewall rules") and
+    finished that rpc_loop iteration's ports (its flows are written by then)."""
+    rules = json.load(open(rules_path))
+    ports = call("GET", "/ports?device_owner=compute:nova")["ports"]
+    if len(ports) != 1:
+        sys.exit("expected the cloud's one instance port, found %d" % len(ports))
+    port = ports[0]
+    sg = call("POST", "/security-groups", {"security_group": {"name": port["name"], "description": "devstack-harness scenario rules"}}, who=DEMO)["security_group"]
+    replace_rules(sg, rules)
+    journal = ["journalctl", "-u", unit, "-q", "-o", "cat"]
+    cursor = subprocess.run(journal + ["-n", "1", "--show-cursor"], capture_output=True, text=True).stdout
+    cursor = [l[len("-- cursor: "):] for l in cursor.splitlines() if l.startswith("-- cursor: ")]
+    if not cursor:
+        sys.exit("no journal of %s: is the OVS agent of the instance's port running?" % unit)
+    started = time.time()
+    call("PUT", "/ports/%s" % port["id"], {"port": {"security_groups": [sg["id"]]}})
+    for old in port["security_groups"]:
+        call("DELETE", "/security-groups/%s" % old, who=DEMO)
+    log = ""
+    while time.time() < started + float(timeout):
+        log = subprocess.run(journal + ["--after-cursor", cursor[0]], capture_output=True, text=True).stdout
+        refreshed = log.find("Refresh firewall rules")
+        if refreshed >= 0 and "ports processed" in log[refreshed:]:
+            out({"security_group_id": sg["id"], "rules": len(rules), "after_s": round(time.time() - started, 1)})
+            return
+        time.sleep(1)
+    sys.exit("%s did not refresh its firewall within %s s of the port's move to the new group; its journal since:\n%s"
+             % (unit, timeout, "\n".join(log.splitlines()[-5:])))
 
 
 def fip_create(port_id, ext_net):
@@ -192,7 +235,7 @@ def wait_port(port_id, status, timeout):
 def main(argv):
     cmds = {
         "wait-agents": wait_agents, "initial-networks": initial_networks, "instance": instance,
-        "fip-create": fip_create, "wait-port": wait_port,
+        "fip-create": fip_create, "wait-port": wait_port, "set-rules": set_rules,
         "fip-associate": lambda: fip_set(True), "fip-disassociate": lambda: fip_set(False),
     }
     if len(argv) < 2 or argv[1] not in cmds:

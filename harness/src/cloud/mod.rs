@@ -144,6 +144,14 @@ pub trait Cloud: Send + Sync {
         )))
     }
 
+    /// Before a scenario's checks, in the cloud its group built or restored: put
+    /// in force what the scenario declares of the cloud beyond that build (the
+    /// neutron cloud: the instance's security-group rules), and say so in `d`'s
+    /// facts. The seconds it took, when something changed.
+    async fn scenario(&self, _site: &Site<'_>, _d: &mut Deployed) -> Result<Option<f64>, CloudError> {
+        Ok(None)
+    }
+
     /// Associate or disassociate the instance's floating IP, as the cloud's API
     /// does; the seconds it took to take effect, where the cloud applies it later.
     async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError>;

@@ -326,6 +326,37 @@ impl Cloud for Neutron {
         Ok(())
     }
 
+    /// The scenario's security group, when its rules are not those in force: a
+    /// new group through the API, the port moved to it, and the OVS agent seen
+    /// refreshing its firewall. A group of scenarios that differ only in their
+    /// rules shares one build.
+    async fn scenario(&self, site: &Site<'_>, d: &mut Deployed) -> Result<Option<f64>, CloudError> {
+        let want = serde_json::to_value(site.plan.security_group()).expect("serializable");
+        if d.facts.get("security_group") == Some(&want) {
+            return Ok(None);
+        }
+        self.agents_alive(site).await?;
+        site.guest.upload(&serde_json::to_vec(&want).expect("serializable"), RULES, 0o644).await?;
+        let unit = if site.plan.instance_host == 2 { "devstack@q-agt-2" } else { "devstack@q-agt" };
+        #[derive(Deserialize)]
+        struct Applied {
+            after_s: f64,
+        }
+        let applied: Applied = json_step(
+            site,
+            "security group rules",
+            &[API, "set-rules", RULES, unit, &CHANGE_TIMEOUT.as_secs().to_string()],
+            CHANGE_TIMEOUT + Duration::from_secs(60),
+        )
+        .await?;
+        site.progress.message(&format!(
+            "neutron: the scenario's security group in force in {unit} {:.1} s after the port moved to it",
+            applied.after_s
+        ));
+        d.facts.insert("security_group".to_owned(), want);
+        Ok(Some(applied.after_s))
+    }
+
     /// Through the API, then wait until the L3 agent has applied it (Neutron
     /// applies it asynchronously); how long that took is in the step's log.
     async fn floating_ip(&self, site: &Site<'_>, action: CloudAction) -> Result<Option<f64>, CloudError> {

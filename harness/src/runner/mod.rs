@@ -84,8 +84,8 @@ pub fn share_key(plan: &Plan, kind: CloudKind) -> String {
         "vm": plan.vm, "world": plan.world, "devstack": plan.devstack,
         "local_conf": plan.user_local_conf.as_ref().map(|(_, t)| t),
         "lo": plan.host_recipe.lo_public_ip, "bridge": plan.host_recipe.bridge, "cloud": kind.as_str(),
-        // The neutron cloud builds the instance's security group with the VM.
-        "security_group": (kind == CloudKind::Neutron).then(|| plan.security_group()),
+        // Not the security group: the neutron cloud puts each scenario's in force
+        // through its API (`Cloud::scenario`).
         "instance_host": plan.instance_host,
         // A reboot leaves a VM as no other scenario expects it: its own group.
         "reboots": plan.checks.iter().any(|c| c.host_reboot).then(|| plan.name.clone()),

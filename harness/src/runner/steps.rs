@@ -405,6 +405,9 @@ pub async fn run_scenarios(plans: &[&Plan], vm: &Vm<'_>, mut prepared: Option<Pr
             }
         };
         timings.insert("host_recipe".to_owned(), recipe_s);
+        let t = Instant::now();
+        let changed = vm.cloud.scenario(&vm.site(plan), deployed.as_mut().expect("prepared above")).await?;
+        let cloud_s = cloud_s + changed.map_or(0.0, |_| t.elapsed().as_secs_f64());
         let d = deployed.as_ref().expect("prepared above");
         // What `harness diagnose` traces in a kept VM: the scenario it is in now.
         let source = std::fs::canonicalize(&plan.source).unwrap_or_else(|_| plan.source.clone());
