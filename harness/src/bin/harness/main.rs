@@ -223,17 +223,20 @@ fn list(paths: Vec<PathBuf>, format: Format, shard: Option<suite::Shard>) -> Res
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": rows })).expect("serializable")),
         Format::Text => {
-            println!("{:<24} {:<9} {:<10} {:>6} {:>8}  file", "SCENARIO", "CLOUD", "IMAGE", "CHECKS", "VM GROUP");
+            // Columns as wide as their longest entry.
+            let s = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
+            let width = |k: &str, head: &str| rows.iter().map(|r| s(r, k).len()).chain([head.len()]).max().unwrap_or(0);
+            let (wn, wc, wi) = (width("name", "SCENARIO"), width("cloud", "CLOUD"), width("image", "IMAGE"));
+            println!("{:<wn$} {:<wc$} {:<wi$} {:>6} {:>8}  file", "SCENARIO", "CLOUD", "IMAGE", "CHECKS", "VM GROUP");
             for r in &rows {
-                let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
                 println!(
-                    "{:<24} {:<9} {:<10} {:>6} {:>8}  {}",
-                    s("name"),
-                    s("cloud"),
-                    s("image"),
+                    "{:<wn$} {:<wc$} {:<wi$} {:>6} {:>8}  {}",
+                    s(r, "name"),
+                    s(r, "cloud"),
+                    s(r, "image"),
                     r["checks"].to_string(),
                     r["vm_group"].to_string(),
-                    s("file")
+                    s(r, "file")
                 );
             }
         }
