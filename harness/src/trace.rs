@@ -553,13 +553,95 @@ async fn reason(
     // Between the router's ports, the instance's and br-ex only Open vSwitch's flows decide.
     let ovs = |h: &HopSpec| matches!(h.ns, Ns::Instance | Ns::Router) || h.name.ends_with(&format!(" {}", "br-ex"));
     match next {
-        Some(s) if ovs(last) && ovs(s) && last.ns != s.ns => format!(
-            "{} sent it, {} did not receive it: between them only Open vSwitch's flows decide (the security group's firewall, a port's VLAN tag; `ovs-ofctl dump-flows br-int` in state/)",
-            last.name, s.name
-        ),
+        Some(s) if ovs(last) && ovs(s) && last.ns != s.ns => {
+            let own = match (flow, &last.probe, &s.probe, after.ns.get(&s.ns)) {
+                (Some(q), Probe::Iface { dev: a, .. }, Probe::Iface { dev: b, .. }, Some(m)) => match (n.dev(a), m.dev(b)) {
+                    (Some(a), Some(b)) => ovs_trace(c, q, reply, (n, &a), (m, &b), at).await,
+                    _ => None,
+                },
+                _ => None,
+            };
+            format!(
+                "{} sent it, {} did not receive it: between them only Open vSwitch's flows decide (the security group's firewall, a port's VLAN tag; `ovs-ofctl dump-flows br-int` in state/){}",
+                last.name,
+                s.name,
+                own.map(|t| format!("; {t}")).unwrap_or_default()
+            )
+        }
         Some(s) => format!("{} saw it, {} did not, and nothing the harness reads there explains it (route: {route})", last.name, s.name),
         None => format!("{} received it and sent nothing back", last.name),
     }
+}
+
+/// Open vSwitch's own trace (`ofproto/trace`) of the packet from the port `from`
+/// (a namespace's device, an OVS port) to the one `to` sent it towards, with the
+/// addresses conntrack gives: the last OpenFlow table it reached and what the
+/// datapath would do. None when a piece is missing (not an OVS port, no address).
+async fn ovs_trace(
+    c: &Check,
+    q: [Ipv4Addr; 4],
+    reply: bool,
+    from: (&NsCounters, &str),
+    to: (&NsCounters, &str),
+    at: &Places<'_>,
+) -> Option<String> {
+    let run = |argv: Vec<String>| async move {
+        let o = at.guest.run(&Cmd::new(argv).timeout(Duration::from_secs(30))).await.ok()?;
+        Some(o.text().trim().to_owned()).filter(|t| !t.is_empty())
+    };
+    let mac = |(n, dev): (&NsCounters, &str)| {
+        let mut argv: Vec<String> = vec![];
+        if !n.name.is_empty() {
+            argv.extend(["ip", "netns", "exec", &n.name].map(String::from));
+        }
+        argv.extend(["cat".to_owned(), format!("/sys/class/net/{dev}/address")]);
+        run(argv)
+    };
+    let bridge = run(["ovs-vsctl", "port-to-br", from.1].map(String::from).to_vec()).await?;
+    let (src_mac, dst_mac) = (mac(from).await?, mac(to).await?);
+    // The packet as it is on that link: past the router's DNAT for a request,
+    // from the answering end for a reply.
+    let (src, dst) = if reply { (q[2], q[3]) } else { (q[0], q[2]) };
+    let l4 = match (c.kind, c.port, reply) {
+        (crate::scenario::CheckKind::Icmp, ..) => format!("icmp,icmp_type={}", if reply { 0 } else { 8 }),
+        (k, Some(p), false) => format!("{},tp_dst={p}", if k == crate::scenario::CheckKind::Udp { "udp" } else { "tcp" }),
+        (k, Some(p), true) => format!("{},tp_src={p}", if k == crate::scenario::CheckKind::Udp { "udp" } else { "tcp" }),
+        (_, None, _) => return None,
+    };
+    let flow = format!("in_port={},{l4},dl_src={src_mac},dl_dst={dst_mac},nw_src={src},nw_dst={dst}", from.1);
+    let ct = if reply { "trk,est" } else { "trk,new" };
+    let argv = ["ovs-appctl", "ofproto/trace", &bridge, &flow, "--ct-next", ct].map(String::from).to_vec();
+    let text = run(argv).await?;
+    let (table, actions) = ofproto_trace_end(&text)?;
+    let verdict = if actions == "drop" { "drops it".to_owned() } else { format!("does `{actions}`") };
+    Some(format!(
+        "Open vSwitch's own trace (`ovs-appctl ofproto/trace {bridge}` from {}, conntrack state {ct}) ends in table {table}{}, where the datapath {verdict}",
+        from.1,
+        firewall_table(table).map(|n| format!(" ({n})")).unwrap_or_default()
+    ))
+}
+
+/// The last OpenFlow table an `ofproto/trace` reached (" 93. priority 0, cookie ..."
+/// marks each) and its last "Datapath actions" (after every recirculation).
+fn ofproto_trace_end(text: &str) -> Option<(u8, &str)> {
+    let table = text.lines().filter_map(|l| l.trim_start().split_once(". ").and_then(|(t, _)| t.parse::<u8>().ok())).next_back()?;
+    let actions = text.lines().rev().find_map(|l| l.strip_prefix("Datapath actions: "))?;
+    Some((table, actions))
+}
+
+/// The tables of Neutron's OVS firewall driver on br-int (neutron-lib's ovs_constants).
+fn firewall_table(t: u8) -> Option<&'static str> {
+    Some(match t {
+        71 => "the firewall's egress base table",
+        72 => "the firewall's egress rules",
+        73 => "the firewall's accept-or-ingress table",
+        81 => "the firewall's ingress base table",
+        82 => "the firewall's ingress rules",
+        91 | 94 => "the firewall's accepted egress traffic",
+        92 => "the firewall's accepted ingress traffic",
+        93 => "the firewall's dropped traffic: no security-group rule accepted it",
+        _ => return None,
+    })
 }
 
 /// Where on `specs` (judged as `hops`) the packet died, None when every hop saw it.
@@ -797,6 +879,14 @@ pub async fn trace(c: &Check, plan: &Plan, d: &Deployed, probes: &Probes<'_>, at
 mod tests {
     use super::*;
     use crate::scenario::{CheckKind, Expect};
+
+    #[test]
+    fn ofproto_trace_ends_where_its_last_table_and_actions_are() {
+        let text = "Flow: tcp,in_port=5,nw_dst=10.0.0.5,tp_dst=22\n\nbridge(\"br-int\")\n----------------\n 0. priority 0, cookie 0x1\n    goto_table:60\n60. in_port=5, priority 100\n    ct(table=82,zone=NXM_NX_REG6[0..15])\n\nFinal flow: unchanged\nDatapath actions: ct(zone=1),recirc(0x1)\n\n===============================================================================\nrecirc(0x1) - resume conntrack with ct_state=trk|new\n===============================================================================\n\n82. ct_state=+trk, priority 0\n    resubmit(,93)\n93. priority 0, cookie 0x1\n    drop\n\nFinal flow: unchanged\nDatapath actions: drop\n";
+        assert_eq!(ofproto_trace_end(text), Some((93, "drop")));
+        assert_eq!(firewall_table(93).map(|n| n.contains("no security-group rule accepted it")), Some(true));
+        assert_eq!(ofproto_trace_end("Datapath actions: drop\n"), None, "no table reached: nothing to say");
+    }
 
     fn plan() -> Plan {
         crate::scenario::load(std::path::Path::new("../scenarios/floating-ip-ingress.toml")).expect("scenario")
