@@ -108,6 +108,12 @@ fn up_exec_down_with_libvirt() {
 fn gc_after_sigkill_mid_boot() {
     require_vm();
     ensure_image();
+    // Runs kept from before (finished ones keep their run.json) are not this one's,
+    // even when the kernel gave their owner the same pid.
+    let names = || -> std::collections::HashSet<std::ffi::OsString> {
+        std::fs::read_dir(runs_dir()).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default()
+    };
+    let earlier = names();
     let mut child =
         harness().args(["up", "--keep", "--backend", "qemu"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("harness up");
     let pid = child.id();
@@ -116,7 +122,7 @@ fn gc_after_sigkill_mid_boot() {
     let id = loop {
         assert!(start.elapsed() < Duration::from_secs(120), "no run recorded a VM");
         let found = std::fs::read_dir(runs_dir()).ok().and_then(|rd| {
-            rd.flatten().find_map(|e| {
+            rd.flatten().filter(|e| !earlier.contains(&e.file_name())).find_map(|e| {
                 let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path().join("run.json")).ok()?).ok()?;
                 (rec["owner_pid"] == pid && !rec["vm"].is_null()).then(|| e.file_name().to_string_lossy().into_owned())
             })
