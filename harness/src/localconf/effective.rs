@@ -1,7 +1,10 @@
 //! The values DevStack ends up with: the localrc section evaluated in order
 //! (with `$VAR` and `${VAR:-default}` references), then DevStack's own defaults
-//! for whatever the file left unset. The defaults are DevStack master's
-//! (stackrc, lib/neutron, lib/neutron_plugins/{ml2,services/l3,ovs_base}).
+//! for whatever the file left unset, `HOST_IP` found as stackrc's
+//! `get_default_host_ip` finds it on the host. The defaults are those of the
+//! DevStack the neutron cloud predicts (stable Zed, for the image's Neutron 21:
+//! stackrc, lib/neutron-legacy, lib/neutron_plugins/{ml2,services/l3,ovs_base});
+//! the DevStack-oracle test holds them against that tree.
 
 use super::parse::LocalConf;
 use std::collections::HashMap;
@@ -16,6 +19,9 @@ pub enum Origin {
     Derived { line: usize, from: String },
     /// DevStack's default.
     Default,
+    /// Found on the host at run time (`HOST_IP`), the ranges it skipped decided by
+    /// the inner origin.
+    Detected(Box<Origin>),
 }
 
 impl Origin {
@@ -24,6 +30,7 @@ impl Origin {
         match self {
             Origin::Line(l) | Origin::Derived { line: l, .. } => Some(*l),
             Origin::Default => None,
+            Origin::Detected(inner) => inner.line(),
         }
     }
 }
@@ -73,25 +80,50 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("FLOATING_RANGE", "172.24.4.0/24"),
     ("IPV4_ADDRS_SAFE_TO_USE", "10.0.0.0/22"),
     ("FIXED_RANGE", "$IPV4_ADDRS_SAFE_TO_USE"),
-    ("NETWORK_GATEWAY", "10.0.0.1"),
-    ("PUBLIC_NETWORK_GATEWAY", "172.24.4.1"),
+    // lib/neutron_plugins/services/l3: both left to Neutron (the range's first
+    // address) when unset.
+    ("NETWORK_GATEWAY", ""),
+    ("PUBLIC_NETWORK_GATEWAY", ""),
+    ("USE_SUBNETPOOL", "True"),
+    ("SUBNETPOOL_NAME_V4", "${SUBNETPOOL_NAME:-shared-default-subnetpool-v4}"),
+    ("SUBNETPOOL_PREFIX_V4", "$IPV4_ADDRS_SAFE_TO_USE"),
+    ("SUBNETPOOL_SIZE_V4", "26"),
+    ("NEUTRON_CREATE_INITIAL_NETWORKS", "True"),
+    ("PRIVATE_NETWORK_NAME", "private"),
+    ("PUBLIC_NETWORK_NAME", "public"),
+    ("PRIVATE_SUBNET_NAME", "private-subnet"),
+    ("PUBLIC_SUBNET_NAME", "public-subnet"),
+    ("Q_ROUTER_NAME", "router1"),
+    ("Q_USE_PROVIDER_NETWORKING", "False"),
+    ("Q_USE_PUBLIC_VETH", "False"),
+    ("PUBLIC_BRIDGE_MTU", "1500"),
     ("PUBLIC_BRIDGE", "br-ex"),
     ("PUBLIC_PHYSICAL_NETWORK", "public"),
     // lib/neutron_plugins/services/l3 (it was "False" here before: wrong).
     ("Q_USE_PROVIDERNET_FOR_PUBLIC", "True"),
     ("Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE", "True"),
     ("OVS_BRIDGE", "br-int"),
-    // lib/neutron, stackrc: what the neutron cloud's configuration is made from.
+    // lib/neutron-legacy, stackrc: what the neutron cloud's configuration is made from.
     ("PHYSICAL_NETWORK", "public"),
     ("OVS_PHYSICAL_BRIDGE", "br-ex"),
     ("ENABLE_TENANT_TUNNELS", "True"),
+    ("OVS_ENABLE_TUNNELING", "$ENABLE_TENANT_TUNNELS"),
     ("TENANT_TUNNEL_RANGES", "1:1000"),
+    ("ENABLE_TENANT_VLANS", "False"),
     ("Q_DVR_MODE", "legacy"),
     ("Q_USE_SECGROUP", "True"),
     ("NEUTRON_PORT_SECURITY", "True"),
+    ("TUNNEL_IP_VERSION", "4"),
     ("TUNNEL_ENDPOINT_IP", "$HOST_IP"),
     ("OVS_DATAPATH_TYPE", "system"),
 ];
+
+/// What stackrc's `get_default_host_ip` reads on the host: the IPv4 addresses of
+/// the interface the default route goes through (`HOST_IP_IFACE` aside), in order.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    pub default_route_addrs: Vec<std::net::Ipv4Addr>,
+}
 
 /// The localrc section's effect.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +136,14 @@ pub struct Effective {
 }
 
 impl Effective {
+    /// The values with nothing known of the host: an unset `HOST_IP` stays empty.
     pub fn evaluate(conf: &LocalConf) -> Effective {
+        Self::evaluate_on(conf, None)
+    }
+
+    /// The values on a host: an unset `HOST_IP` (or `dhcp`) is what
+    /// `get_default_host_ip` finds there.
+    pub fn evaluate_on(conf: &LocalConf, host: Option<&HostView>) -> Effective {
         let mut eff = Effective { services: DEFAULT_SERVICES.iter().map(|s| (s.to_string(), None)).collect(), ..Default::default() };
         let rc = &conf.localrc;
         // Assignments and commands interleave; bash runs them in line order.
@@ -156,6 +195,9 @@ impl Effective {
             }
         }
         for (name, default) in DEFAULTS {
+            if *name == "TUNNEL_ENDPOINT_IP" {
+                eff.detect_host_ip(host);
+            }
             if eff.get(name).is_none_or(str::is_empty) {
                 let value = eff.expand(default);
                 let origin = eff.deciding_origin(&references(default));
@@ -173,6 +215,22 @@ impl Effective {
             }
         }
         eff
+    }
+
+    /// stackrc: `HOST_IP=$(get_default_host_ip "$FIXED_RANGE" "$FLOATING_RANGE" ...)`:
+    /// the first address of the default-route interface in neither range.
+    fn detect_host_ip(&mut self, host: Option<&HostView>) {
+        let set = self.get("HOST_IP").unwrap_or("");
+        let Some(host) = host.filter(|_| set.is_empty() || set == "dhcp") else { return };
+        let range = |n: &str| self.get(n).and_then(|v| v.trim_matches('"').parse::<ipnet::Ipv4Net>().ok());
+        let (fixed, floating) = (range("FIXED_RANGE"), range("FLOATING_RANGE"));
+        let found = host
+            .default_route_addrs
+            .iter()
+            .find(|a| !fixed.is_some_and(|n| n.contains(*a)) && !floating.is_some_and(|n| n.contains(*a)));
+        let value = found.map(|a| a.to_string()).unwrap_or_default();
+        let origin = self.deciding_origin(&["FIXED_RANGE".to_owned(), "FLOATING_RANGE".to_owned()]);
+        self.vars.insert("HOST_IP".into(), Value { value, origin: Origin::Detected(Box::new(origin)) });
     }
 
     /// The origin of a default made from `names`: derived from the last line of the

@@ -4,6 +4,7 @@
 
 pub mod effective;
 pub mod lint;
+pub mod networks;
 pub mod neutron_files;
 pub mod parse;
 
