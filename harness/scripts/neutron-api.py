@@ -99,24 +99,43 @@ def wait_agents(timeout, ovs_agents="1"):
 
 def initial_networks(spec_path):
     """lib/neutron_plugins/services/l3's create_neutron_initial_network for IPv4,
-    with the names DevStack gives."""
+    with DevStack's arguments: the subnet pool, the private subnet from it (a
+    gateway only when NETWORK_GATEWAY is set), the router, the external network
+    and its subnet (gateway and allocation pool only when set). Neutron does the
+    address arithmetic; what it made is printed for the harness to compare."""
     s = json.load(open(spec_path))
-    private = ensure("network", s["private_network_name"], {}, who=DEMO)
-    subnet = ensure("subnet", s["private_subnet_name"], {
-        "network_id": private["id"], "ip_version": 4, "cidr": s["fixed_range"],
-        "gateway_ip": s["network_gateway"]}, who=DEMO)
-    router = ensure("router", s["router_name"], {}, who=DEMO)
+    n = s["networks"]
+    pool_id = None
+    if n["subnet_pool"]:
+        p = n["subnet_pool"]
+        pool_id = ensure("subnetpool", p["name"], {"prefixes": [p["prefix"]], "default_prefixlen": p["default_prefixlen"],
+                                                  "shared": True, "is_default": True})["id"]
+    private = ensure("network", n["private_network"], {}, who=DEMO)
+    body = {"network_id": private["id"], "ip_version": 4}
+    if s["network_gateway"]:
+        body["gateway_ip"] = s["network_gateway"]
+    if pool_id:
+        body["subnetpool_id"] = pool_id
+    else:
+        body["cidr"] = n["private_subnet"]["cidr"]
+    subnet = ensure("subnet", n["private_subnet"]["name"], body, who=DEMO)
+    router = ensure("router", n["router"], {}, who=DEMO)
     if not call("GET", "/ports?device_id=%s&network_id=%s" % (router["id"], private["id"]))["ports"]:
         call("PUT", "/routers/%s/add_router_interface" % router["id"], {"subnet_id": subnet["id"]}, who=DEMO)
-    public_body = {"router:external": True}
-    if s["use_providernet_for_public"]:
-        public_body.update({"provider:network_type": "flat", "provider:physical_network": s["public_physical_network"]})
-    public = ensure("network", s["public_network_name"], public_body)
-    pub_subnet_body = {"network_id": public["id"], "ip_version": 4, "cidr": s["floating_range"], "enable_dhcp": False,
-                       "gateway_ip": s["public_network_gateway"]}
-    if s.get("pool_start"):
-        pub_subnet_body["allocation_pools"] = [{"start": s["pool_start"], "end": s["pool_end"]}]
-    ensure("subnet", s["public_subnet_name"], pub_subnet_body)
+    pn = n["public_network"]
+    public_body = {"router:external": True, "is_default": True}
+    if pn["network_type"]:
+        public_body.update({"provider:network_type": pn["network_type"], "provider:physical_network": pn["physical_network"]})
+        if pn["segmentation_id"]:
+            public_body["provider:segmentation_id"] = int(pn["segmentation_id"])
+    public = ensure("network", pn["name"], public_body)
+    pub_subnet_body = {"network_id": public["id"], "ip_version": 4, "cidr": n["public_subnet"]["cidr"], "enable_dhcp": False}
+    if s["public_network_gateway"]:
+        pub_subnet_body["gateway_ip"] = s["public_network_gateway"]
+    if s["floating_pool"]:
+        start, end = s["floating_pool"]
+        pub_subnet_body["allocation_pools"] = [{"start": start, "end": end}]
+    pub_subnet = ensure("subnet", n["public_subnet"]["name"], pub_subnet_body)
     router = call("GET", "/routers/%s" % router["id"])["router"]
     if not router.get("external_gateway_info"):
         router = call("PUT", "/routers/%s" % router["id"], {"router": {"external_gateway_info": {"network_id": public["id"]}}}, who=ADMIN)["router"]
@@ -125,7 +144,8 @@ def initial_networks(spec_path):
     qg = [p["id"] for p in ports if p["device_owner"] == "network:router_gateway"]
     qr = [p["id"] for p in ports if p["device_owner"].startswith("network:router_interface")]
     out({"router_id": router["id"], "router_gw_ip": gw, "private_network_id": private["id"], "private_subnet_id": subnet["id"],
-         "public_network_id": public["id"], "gw_port_id": qg[0], "int_port_id": qr[0]})
+         "public_network_id": public["id"], "gw_port_id": qg[0], "int_port_id": qr[0], "private_cidr": subnet["cidr"],
+         "private_gateway": subnet["gateway_ip"], "public_gateway": pub_subnet["gateway_ip"]})
 
 
 def instance(name, network_id, rules_path, host=None):

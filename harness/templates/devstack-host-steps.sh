@@ -1,54 +1,101 @@
 # DevStack's own host steps for ML2/OVS, shared by the replica and the neutron
-# cloud (included by both): what stack.sh and lib/neutron do to the host around the
-# agents. Needs PUBLIC_INTERFACE, OVS_PHYSICAL_BRIDGE, ASSIGN_GATEWAY,
-# PUBLIC_GATEWAY and CIDR_LEN.
+# cloud (included by both): what DevStack Zed does to the host around the agents
+# (lib/neutron_plugins/ovs_base, openvswitch_agent, services/l3, lib/neutron-legacy),
+# command for command; the DevStack-oracle test records DevStack's own run and this
+# one in the same sandboxed world and holds them equal. Reads DevStack's variables
+# (written above it by `harness localconf neutron`'s host-step values):
+# OVS_BRIDGE PUBLIC_BRIDGE OVS_PHYSICAL_BRIDGE PHYSICAL_NETWORK PUBLIC_INTERFACE
+# PUBLIC_BRIDGE_MTU OVS_DATAPATH_TYPE Q_USE_SECGROUP FLOATING_RANGE
+# Q_USE_PROVIDERNET_FOR_PUBLIC Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE RUN_OVS_AGENT
+# RUN_L3_AGENT EXT_GW_IP CIDR_LEN.
 
-# stack.sh: DevStack needs forwarding and sets it at run time (not persisted).
-host_steps() {
-    sysctl -qw net.ipv4.ip_forward=1
-    systemctl start openvswitch-switch
-    # lib/neutron_plugins/ovs_base: the integration and physical bridges.
-    for br in br-int "$OVS_PHYSICAL_BRIDGE"; do
-        ovs-vsctl -- --may-exist add-br "$br" -- set bridge "$br" protocols=OpenFlow10,OpenFlow13,OpenFlow15
-        ovs-vsctl br-set-external-id "$br" bridge-id "$br"
-    done
-    ovs-vsctl set Bridge "$OVS_PHYSICAL_BRIDGE" other_config:disable-in-band=true
-    # _move_neutron_addresses_route PUBLIC_INTERFACE -> OVS_PHYSICAL_BRIDGE: the
-    # primary address with its broadcast, the default route if it went through
-    # PUBLIC_INTERFACE, the interface into the bridge, then announced.
-    # (Each command's output is read whole first: with pipefail, a reader that
-    # stops early can fail the pipeline by SIGPIPE.)
-    local brd gw ip out
-    out=$(ip -f inet a s dev "$PUBLIC_INTERFACE" scope global primary)
-    brd=$(awk '/inet/ && !done { print $2, $3, $4; done = 1 }' <<<"$out")
-    out=$(ip -f inet r)
-    gw=$(awk "/default.+$PUBLIC_INTERFACE\s/ && !done { print \$3; done = 1 }" <<<"$out")
-    if [ -n "$brd" ]; then
-        # shellcheck disable=SC2086 # "ADDR brd BRD", as DevStack passes it
-        ip addr del $brd dev "$PUBLIC_INTERFACE"
-        # shellcheck disable=SC2086
-        ip addr replace $brd dev "$OVS_PHYSICAL_BRIDGE"
+# _neutron_ovs_base_add_bridge.
+ds_add_bridge() {
+    if [ "$OVS_DATAPATH_TYPE" != system ]; then
+        ovs-vsctl -- --may-exist add-br "$1" -- set Bridge "$1" "datapath_type=$OVS_DATAPATH_TYPE"
+    else
+        ovs-vsctl -- --may-exist add-br "$1"
     fi
-    ip link set "$OVS_PHYSICAL_BRIDGE" up
-    ovs-vsctl --may-exist add-port "$OVS_PHYSICAL_BRIDGE" "$PUBLIC_INTERFACE"
-    if [ -n "$gw" ]; then
-        ip -f inet r replace default via "$gw" dev "$OVS_PHYSICAL_BRIDGE"
-    fi
-    if [ -n "$brd" ]; then
-        ip="${brd%%/*}"
-        arping -A -c 3 -w 5 -I "$OVS_PHYSICAL_BRIDGE" "$ip" >/dev/null 2>&1 || true
-    fi
-    ip link set br-int up
-    ip link set "$PUBLIC_INTERFACE" up
 }
 
-# _neutron_configure_router_v4: with Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE, the public
-# subnet's gateway goes on the bridge unless it is there already.
+# _move_neutron_addresses_route FROM TO True False inet: the primary address with
+# its broadcast, the default route if it went through FROM, FROM into the bridge,
+# then announced. (Each command's output is read whole first: with pipefail, a
+# reader that stops early can fail the pipeline by SIGPIPE.)
+ds_move_addresses() {
+    local from=$1 to=$2 brd gw out
+    out=$(ip -f inet r)
+    gw=$(awk "/default.+$from\s/ && !done { print \$3; done = 1 }" <<<"$out")
+    out=$(ip -f inet a s dev "$from" scope global primary)
+    brd=$(awk '/inet/ && !done { print $2, $3, $4; done = 1 }' <<<"$out")
+    if [ -n "$brd" ]; then
+        # shellcheck disable=SC2086 # "ADDR brd BRD", as DevStack passes it
+        ip addr del $brd dev "$from"
+        # shellcheck disable=SC2086
+        ip addr replace $brd dev "$to"
+        ip link set "$to" up
+    fi
+    ovs-vsctl --may-exist add-port "$to" "$from"
+    if [ -n "$gw" ]; then
+        ip -f inet r replace default via "$gw" dev "$to"
+    fi
+    if [ -n "$brd" ]; then
+        arping -A -c 3 -w 5 -I "$to" "${brd%%/*}" >/dev/null 2>&1 || true
+    fi
+}
+
+# stack.sh forces forwarding on (not persisted), then configure_mutnauq's steps
+# for the agents that run here, before any agent starts.
+host_steps() {
+    sysctl -w net.ipv4.ip_forward=1
+    systemctl start openvswitch-switch
+    if [ "$RUN_OVS_AGENT" = True ]; then
+        # neutron_plugin_configure_plugin_agent: the integration bridge, the
+        # kernel's bridge firewall for the iptables-era firewall hooks, the
+        # physical bridge.
+        ds_add_bridge "$OVS_BRIDGE"
+        ovs-vsctl --no-wait br-set-external-id "$OVS_BRIDGE" bridge-id "$OVS_BRIDGE"
+        if [ "$Q_USE_SECGROUP" = True ]; then
+            modprobe bridge
+            modprobe br_netfilter 2>/dev/null || :
+            sysctl -w net.bridge.bridge-nf-call-iptables=1
+            sysctl -w net.bridge.bridge-nf-call-ip6tables=1
+        fi
+        if [ -n "$PHYSICAL_NETWORK" ] && [ -n "$OVS_PHYSICAL_BRIDGE" ]; then
+            ds_add_bridge "$OVS_PHYSICAL_BRIDGE"
+        fi
+    fi
+    if [ "$RUN_L3_AGENT" = True ]; then
+        # _neutron_ovs_base_configure_l3_agent, then
+        # _configure_public_network_connectivity.
+        ds_add_bridge "$PUBLIC_BRIDGE"
+        ip link set mtu "$PUBLIC_BRIDGE_MTU" dev "$PUBLIC_BRIDGE"
+        ovs-vsctl br-set-external-id "$PUBLIC_BRIDGE" bridge-id "$PUBLIC_BRIDGE"
+        if [ -n "$PUBLIC_INTERFACE" ]; then
+            ds_move_addresses "$PUBLIC_INTERFACE" "$OVS_PHYSICAL_BRIDGE"
+        else
+            # No interface to take over: NAT for the floating range on every
+            # default-route device (services/l3's default_v4_route_devs).
+            local d devs out
+            out=$(ip -4 route)
+            devs=$(awk '/^default/ { print $5 }' <<<"$out")
+            for d in $devs; do
+                iptables -t nat -A POSTROUTING -o "$d" -s "$FLOATING_RANGE" -j MASQUERADE
+            done
+        fi
+    fi
+}
+
+# _neutron_configure_router_v4, after the router has its gateway: in-band control
+# off on the public bridge, and the public subnet's gateway on it unless it is
+# there already.
 assign_gateway() {
+    [ "$RUN_L3_AGENT" = True ] || return 0
+    ovs-vsctl set Bridge "$PUBLIC_BRIDGE" other_config:disable-in-band=true
     local addrs
-    addrs=$(ip addr show dev "$OVS_PHYSICAL_BRIDGE")
-    if [ "$ASSIGN_GATEWAY" = True ] && ! grep -q " $PUBLIC_GATEWAY/" <<<"$addrs"; then
-        ip addr add "$PUBLIC_GATEWAY/$CIDR_LEN" dev "$OVS_PHYSICAL_BRIDGE"
-        ip link set "$OVS_PHYSICAL_BRIDGE" up
+    addrs=$(ip addr show dev "$PUBLIC_BRIDGE")
+    if ! grep -q "$EXT_GW_IP" <<<"$addrs" && { [ "$Q_USE_PROVIDERNET_FOR_PUBLIC" = False ] || [ "$Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE" = True ]; }; then
+        ip addr add "$EXT_GW_IP/$CIDR_LEN" dev "$PUBLIC_BRIDGE"
+        ip link set "$PUBLIC_BRIDGE" up
     fi
 }

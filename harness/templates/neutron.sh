@@ -11,12 +11,8 @@
 #                   | wait-fip FIP FIXED_IP present|absent TIMEOUT
 set -euo pipefail
 
-PUBLIC_INTERFACE={{ v.public_interface }}
-OVS_PHYSICAL_BRIDGE={{ v.ovs_physical_bridge }}
-ASSIGN_GATEWAY={{ v.assign_gateway }}
-PUBLIC_GATEWAY={{ v.public_gateway }}
-CIDR_LEN={{ v.floating_prefix }}
-# CirrOS's DHCP client, asking for the MTU option as CirrOS does.
+# DevStack's values for its host steps (harness localconf neutron).
+{{ v.host_env }}# CirrOS's DHCP client, asking for the MTU option as CirrOS does.
 DHCP_CLIENT=(busybox udhcpc -O mtu)
 
 {% include "devstack-host-steps.sh" %}

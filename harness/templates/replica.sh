@@ -12,13 +12,9 @@
 # again), without what stack.sh did at run time (host_steps, assign_gateway).
 set -euo pipefail
 
-PUBLIC_INTERFACE={{ v.public_interface }}
-OVS_PHYSICAL_BRIDGE={{ v.ovs_physical_bridge }}
-OVS_BRIDGE=br-int
-PHYSNET={{ v.physical_network }}
-CIDR_LEN={{ v.floating_prefix }}
+# DevStack's values for its host steps (harness localconf neutron).
+{{ v.host_env }}PHYSNET={{ v.physical_network }}
 PUBLIC_GATEWAY={{ v.public_gateway }}
-ASSIGN_GATEWAY={{ v.assign_gateway }}
 ROUTER_GW_IP={{ v.router_gw_ip }}
 FIP={{ v.floating_ip }}
 FIXED_IP={{ v.fixed_ip }}

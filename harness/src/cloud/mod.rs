@@ -17,7 +17,6 @@ use crate::progress::Progress;
 use crate::render::Renderer;
 use crate::scenario::{CloudAction, CloudKind, Plan};
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -44,6 +43,8 @@ pub enum CloudError {
     StackTimeout { minutes: u32, phase: String, log: String },
     #[error("the instance step printed no result line; its output is in {0}")]
     Instance(String),
+    #[error("Neutron made {what} {seen}, where DevStack's arithmetic (harness localconf neutron) predicts {expected}; the API calls are in {log}")]
+    Prediction { what: String, expected: String, seen: String, log: String },
 }
 
 impl CloudError {
@@ -226,6 +227,10 @@ pub struct CloudValues {
     pub int_port_id: String,
     pub vm_port_id: String,
     pub instance_ns: String,
+    /// `NAME=value` lines for templates/devstack-host-steps.sh.
+    pub host_env: String,
+    /// DevStack's initial networks, as predicted.
+    pub networks: localconf::networks::InitialNetworks,
 }
 
 fn value(eff: &Effective, name: &str) -> Result<String, CloudError> {
@@ -236,24 +241,29 @@ fn value(eff: &Effective, name: &str) -> Result<String, CloudError> {
     })
 }
 
-fn parsed<T: std::str::FromStr>(eff: &Effective, name: &str, expected: &str) -> Result<T, CloudError> {
-    let v = value(eff, name)?;
-    v.parse().map_err(|_| CloudError::Value { name: name.into(), value: v, expected: expected.into() })
-}
-
 impl CloudValues {
-    /// The values as local.conf predicts them (DevStack's effective values).
+    /// The values as local.conf predicts them in the scenario's world: DevStack's
+    /// effective values and the initial networks as DevStack and Neutron make them.
     pub fn from_local_conf(text: &str, plan: &Plan, run_id: &str) -> Result<CloudValues, CloudError> {
-        let eff = Effective::evaluate(&localconf::parse(text));
-        let floating: Ipv4Net = parsed(&eff, "FLOATING_RANGE", "a CIDR")?;
-        let fixed: Ipv4Net = parsed(&eff, "FIXED_RANGE", "a CIDR")?;
-        let pool = value(&eff, "Q_FLOATING_ALLOCATION_POOL").unwrap_or_default();
-        let pool_start = pool
-            .split(',')
-            .find_map(|p| p.strip_prefix("start="))
-            .and_then(|a| a.parse::<Ipv4Addr>().ok())
-            .unwrap_or_else(|| Ipv4Addr::from(u32::from(floating.network()) + 2));
-        let network_gateway: Ipv4Addr = parsed(&eff, "NETWORK_GATEWAY", "an IPv4 address")?;
+        let conf = localconf::parse(text);
+        let eff = localconf::plan::effective(&conf, &plan.world);
+        let networks = match localconf::networks::predict(&eff) {
+            localconf::networks::Outcome::Created(n) => n,
+            other => {
+                return Err(CloudError::Value {
+                    name: "the initial networks".into(),
+                    value: serde_json::to_string(&other).expect("serializable"),
+                    expected: "DevStack's private network, router and public network (harness localconf neutron says why not)".into(),
+                })
+            }
+        };
+        let host_env = localconf::plan::host_steps(&eff, &localconf::networks::Outcome::Created(networks.clone())).shell();
+        let pool_start = networks.public_subnet.allocation_pools.first().map(|(a, _)| *a).ok_or_else(|| CloudError::Value {
+            name: "Q_FLOATING_ALLOCATION_POOL".into(),
+            value: String::new(),
+            expected: "a public allocation pool".into(),
+        })?;
+        let network_gateway = networks.private_subnet.gateway;
         let mappings = value(&eff, "OVS_BRIDGE_MAPPINGS")?;
         let (physnet, _) = mappings.split(',').next().and_then(|m| m.split_once(':')).ok_or_else(|| CloudError::Value {
             name: "OVS_BRIDGE_MAPPINGS".into(),
@@ -267,20 +277,22 @@ impl CloudValues {
             public_interface: value(&eff, "PUBLIC_INTERFACE")?,
             ovs_physical_bridge: value(&eff, "OVS_PHYSICAL_BRIDGE")?,
             physical_network: physnet.into(),
-            floating_prefix: floating.prefix_len(),
-            public_gateway: parsed(&eff, "PUBLIC_NETWORK_GATEWAY", "an IPv4 address")?,
+            floating_prefix: networks.public_subnet.cidr.prefix_len(),
+            public_gateway: networks.public_subnet.gateway,
             assign_gateway: value(&eff, "Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE")?,
             router_gw_ip: pool_start,
             floating_ip: Ipv4Addr::from(u32::from(pool_start) + 1),
             fixed_ip: Ipv4Addr::from(u32::from(network_gateway) + 4),
             network_gateway,
-            fixed_prefix: fixed.prefix_len(),
+            fixed_prefix: networks.private_subnet.cidr.prefix_len(),
             mtu: plan.world.tenant_mtu,
             router_id: format!("{run_id}-0000-4000-8000-000000000001"),
             gw_port_id: id("0a1b2"),
             int_port_id: id("0c3d4"),
             vm_port_id: id("0e5f6"),
             instance_ns: format!("instance-{run_id}"),
+            host_env,
+            networks: *networks,
         })
     }
 }

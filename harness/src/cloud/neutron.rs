@@ -8,7 +8,7 @@
 
 use super::{guest_step, Cloud, CloudError, CloudValues, Deployed, Needs, Site};
 use crate::exec::Cmd;
-use crate::localconf::{self, effective::Effective, neutron_files};
+use crate::localconf::{self, neutron_files};
 use crate::scenario::{CloudAction, CloudKind};
 use crate::scripts::{script, GUEST_PROBE};
 use async_trait::async_trait;
@@ -61,24 +61,21 @@ impl Host2 {
 
 /// `create_neutron_initial_network`'s inputs (lib/neutron_plugins/services/l3).
 #[derive(Serialize)]
-struct NetworkSpec {
-    private_network_name: String,
-    private_subnet_name: String,
-    public_network_name: String,
-    public_subnet_name: String,
-    router_name: String,
-    fixed_range: String,
-    network_gateway: String,
-    floating_range: String,
-    public_network_gateway: String,
-    pool_start: Option<String>,
-    pool_end: Option<String>,
-    use_providernet_for_public: bool,
-    public_physical_network: String,
+struct NetworkSpec<'a> {
+    networks: &'a localconf::networks::InitialNetworks,
+    /// What DevStack passes as `--gateway` (nothing when the variable is unset:
+    /// Neutron then picks).
+    network_gateway: Option<String>,
+    public_network_gateway: Option<String>,
+    /// `--allocation-pool`, when Q_FLOATING_ALLOCATION_POOL is set.
+    floating_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 #[derive(Deserialize)]
 struct Networks {
+    private_cidr: ipnet::Ipv4Net,
+    private_gateway: Ipv4Addr,
+    public_gateway: Ipv4Addr,
     router_id: String,
     router_gw_ip: Ipv4Addr,
     private_network_id: String,
@@ -160,7 +157,7 @@ impl Cloud for Neutron {
 
     async fn build(&self, site: &Site<'_>) -> Result<Deployed, CloudError> {
         let conf = localconf::parse(site.local_conf);
-        let eff = Effective::evaluate(&conf);
+        let eff = localconf::plan::effective(&conf, &site.plan.world);
         let v = CloudValues::from_local_conf(site.local_conf, site.plan, site.run_id)?;
 
         // Configuration, as DevStack would leave it.
@@ -212,28 +209,29 @@ impl Cloud for Neutron {
         .await?;
         site.progress.message(&format!("neutron: agents alive {agents}"));
 
-        // create_neutron_initial_network.
-        let pool = eff.get("Q_FLOATING_ALLOCATION_POOL").unwrap_or("");
-        let pool_part = |k: &str| pool.split(',').find_map(|p| p.strip_prefix(k)).map(str::to_owned);
-        let name = |var: &str, default: &str| eff.get(var).filter(|s| !s.is_empty()).unwrap_or(default).to_owned();
+        // create_neutron_initial_network, with DevStack's arguments; Neutron
+        // does the arithmetic, and it must agree with the prediction.
+        let given = |var: &str| eff.get(var).map(|s| s.trim_matches('"')).filter(|s| !s.is_empty()).map(str::to_owned);
         let spec = NetworkSpec {
-            private_network_name: name("PRIVATE_NETWORK_NAME", "private"),
-            private_subnet_name: name("PRIVATE_SUBNET_NAME", "private-subnet"),
-            public_network_name: name("PUBLIC_NETWORK_NAME", "public"),
-            public_subnet_name: name("PUBLIC_SUBNET_NAME", "public-subnet"),
-            router_name: name("Q_ROUTER_NAME", "router1"),
-            fixed_range: name("FIXED_RANGE", ""),
-            network_gateway: v.network_gateway.to_string(),
-            floating_range: name("FLOATING_RANGE", ""),
-            public_network_gateway: v.public_gateway.to_string(),
-            pool_start: pool_part("start="),
-            pool_end: pool_part("end="),
-            use_providernet_for_public: eff.get("Q_USE_PROVIDERNET_FOR_PUBLIC") == Some("True"),
-            public_physical_network: name("PUBLIC_PHYSICAL_NETWORK", "public"),
+            networks: &v.networks,
+            network_gateway: given("NETWORK_GATEWAY"),
+            public_network_gateway: given("PUBLIC_NETWORK_GATEWAY"),
+            floating_pool: given("Q_FLOATING_ALLOCATION_POOL").and_then(|p| localconf::networks::parse_pool(&p)),
         };
         site.guest.upload(&serde_json::to_vec(&spec).expect("serializable"), SPEC, 0o644).await?;
-        site.progress.message("neutron: networks, subnets and the router through the API");
+        site.progress.message("neutron: subnet pool, networks, subnets and the router through the API");
         let nets: Networks = json_step(site, "neutron networks", &[API, "initial-networks", SPEC], CHANGE_TIMEOUT).await?;
+        let predicted = &v.networks;
+        for (what, expected, seen) in [
+            ("the private subnet", predicted.private_subnet.cidr.to_string(), nets.private_cidr.to_string()),
+            ("the private subnet's gateway", predicted.private_subnet.gateway.to_string(), nets.private_gateway.to_string()),
+            ("the public subnet's gateway", predicted.public_subnet.gateway.to_string(), nets.public_gateway.to_string()),
+        ] {
+            if expected != seen {
+                let log = site.log("neutron-networks.log").display().to_string();
+                return Err(CloudError::Prediction { what: what.into(), expected, seen, log });
+            }
+        }
         guest_step(
             site.guest,
             "assign gateway",

@@ -116,6 +116,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("TUNNEL_IP_VERSION", "4"),
     ("TUNNEL_ENDPOINT_IP", "$HOST_IP"),
     ("OVS_DATAPATH_TYPE", "system"),
+    ("Q_OVS_USE_VETH", "False"),
+    ("ENABLE_ISOLATED_METADATA", "False"),
+    ("ENABLE_METADATA_NETWORK", "False"),
 ];
 
 /// What stackrc's `get_default_host_ip` reads on the host: the IPv4 addresses of

@@ -6,6 +6,7 @@ pub mod effective;
 pub mod lint;
 pub mod networks;
 pub mod neutron_files;
+pub mod plan;
 pub mod parse;
 
 pub use lint::{lint, Diagnostic, Severity};

@@ -68,6 +68,8 @@ pub enum Outcome {
     /// `NEUTRON_CREATE_INITIAL_NETWORKS` is not True or no q-svc runs here.
     NotCreated { why: String },
     Refused(Refusal),
+    /// DevStack builds something this cloud does not (the provider-network topology).
+    Unsupported { variable: &'static str, why: String },
 }
 
 /// Neutron's default allocation pools (neutron/ipam/utils.py `generate_pools`):
@@ -130,8 +132,16 @@ pub fn predict(eff: &Effective) -> Outcome {
     if eff.get("NEUTRON_CREATE_INITIAL_NETWORKS") != Some("True") {
         return Outcome::NotCreated { why: "NEUTRON_CREATE_INITIAL_NETWORKS is not True".into() };
     }
-    if !(eff.service_enabled("q-svc") || eff.service_enabled("neutron-api")) {
-        return Outcome::NotCreated { why: "neither q-svc nor neutron-api is enabled on this host".into() };
+    // Zed's stack.sh: `is_service_enabled q-svc` (later releases also neutron-api).
+    if !eff.service_enabled("q-svc") {
+        return Outcome::NotCreated { why: "q-svc is not enabled on this host".into() };
+    }
+    if eff.get("Q_USE_PROVIDER_NETWORKING") == Some("True") {
+        return Outcome::Unsupported {
+            variable: "Q_USE_PROVIDER_NETWORKING",
+            why: "DevStack then makes a shared provider network named after PHYSICAL_NETWORK instead of the private network and router"
+                .into(),
+        };
     }
     match created(eff) {
         Ok(n) => Outcome::Created(Box::new(n)),

@@ -64,6 +64,20 @@ pub struct NeutronFiles {
     /// Post-config sections for files this cloud does not write (nova.conf, ...),
     /// with their lines: DevStack would apply them, the neutron cloud has no use.
     pub ignored: Vec<(String, usize)>,
+    /// Post-config option names translated for the image's Neutron.
+    pub translated: Vec<Translated>,
+    /// Post-config options DevStack writes over after the merge (`service_plugins`).
+    pub overridden: Vec<Merged>,
+    decided: Vec<(&'static str, String, String, &'static str)>,
+}
+
+/// A post-config option written under the name the image's Neutron reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translated {
+    pub line: usize,
+    pub section: String,
+    pub from: &'static str,
+    pub to: &'static str,
 }
 
 impl NeutronFiles {
@@ -75,15 +89,16 @@ impl NeutronFiles {
         self.file(path).get(section, key)
     }
 
+    /// The DevStack variable that decided a value DevStack wrote ("" for a value
+    /// DevStack fixes); None for the neutron cloud's base.
+    pub fn decided_by(&self, path: &str, section: &str, key: &str) -> Option<&'static str> {
+        self.decided.iter().find(|(p, s, k, _)| *p == path && s == section && k == key).map(|(_, _, _, v)| *v)
+    }
+
     /// The line of the post-config option that set a value last, if one did.
     pub fn merged_line(&self, path: &str, section: &str, key: &str) -> Option<usize> {
         self.merged.iter().rev().find(|m| m.file == path && m.section == section && m.key == key).map(|m| m.line)
     }
-}
-
-/// `iniset FILE SECTION KEY VALUE`.
-fn iniset(ini: &mut Ini, section: &str, key: &str, value: &str) {
-    ini.with_section(Some(section)).set(key, value);
 }
 
 /// A post-config header's file name, as DevStack's shell would expand it.
@@ -100,129 +115,232 @@ pub fn resolve_file(eff: &Effective, name: &str) -> String {
     path
 }
 
+/// The four files as DevStack's `iniset`s leave them, with the variable that
+/// decided each value (for `harness localconf neutron`).
+struct Writer {
+    files: Vec<ConfFile>,
+    decided: Vec<(&'static str, String, String, &'static str)>,
+}
+
+impl Writer {
+    /// `iniset FILE SECTION KEY VALUE`, the value decided by DevStack's `var`
+    /// ("" for a value DevStack fixes).
+    fn set(&mut self, path: &'static str, section: &str, key: &str, value: &str, var: &'static str) {
+        let file = self.files.iter_mut().find(|f| f.path == path).expect("one of the four files");
+        file.ini.with_section(Some(section)).set(key, value);
+        self.decided.retain(|(p, s, k, _)| !(*p == path && s == section && k == key));
+        self.decided.push((path, section.to_owned(), key.to_owned(), var));
+    }
+
+    /// lib/neutron_plugins/ml2's `populate_ml2_config FILE SECTION "key=value"`:
+    /// nothing for an empty option; the first `=` splits key from value, and the
+    /// value's first word is what iniset gets (the shell splits the rest away).
+    fn populate(&mut self, path: &'static str, section: &str, opt: &str, var: &'static str) {
+        let opt = opt.trim();
+        if opt.is_empty() {
+            return;
+        }
+        let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+        let value = value.split_whitespace().next().unwrap_or("");
+        self.set(path, section, key, value, var);
+    }
+}
+
+/// DevStack's `trueorfalse DEFAULT VAR`.
+fn trueorfalse(eff: &Effective, name: &str, default: bool) -> bool {
+    match eff.get(name).unwrap_or("").to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => true,
+        "0" | "no" | "false" | "off" => false,
+        _ => default,
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// A `Q_ML2_PLUGIN_*_TYPE_OPTIONS` value: the file's, else DevStack's default.
+fn type_options(eff: &Effective, name: &str, default: String) -> String {
+    eff.get(name).filter(|s| !s.is_empty()).map_or(default, str::to_owned)
+}
+
+/// A post-config option name newer than the image's Neutron, and the name
+/// Neutron 21 reads (the harness translates; the linter says so).
+pub const TRANSLATED_OPTIONS: &[(&str, &str, &str)] = &[("ml2", "project_network_types", "tenant_network_types")];
+
 pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     let v = |name: &str| eff.get(name).unwrap_or("").to_owned();
+    let on = |services: &[&str]| services.iter().any(|s| eff.service_enabled(s));
     let rr = "sudo /usr/bin/neutron-rootwrap /etc/neutron/rootwrap.conf";
     let rr_daemon = "sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf";
-
-    // _configure_neutron_common, _configure_neutron_service, configure_neutron.
-    let mut neutron = Ini::load_from_str(BASE_NEUTRON_CONF).expect("templates/neutron/neutron.conf is valid INI");
-    iniset(&mut neutron, "DEFAULT", "core_plugin", "ml2");
+    let debug = py_bool(trueorfalse(eff, "ENABLE_DEBUG_LOG_LEVEL", true));
+    let rootwrap_daemon = trueorfalse(eff, "Q_USE_ROOTWRAP_DAEMON", true);
+    let mut w = Writer {
+        files: vec![
+            ConfFile { path: NEUTRON_CONF, ini: Ini::load_from_str(BASE_NEUTRON_CONF).expect("templates/neutron/neutron.conf is valid INI") },
+            ConfFile { path: ML2_CONF, ini: Ini::new() },
+            ConfFile { path: L3_CONF, ini: Ini::new() },
+            ConfFile { path: DHCP_CONF, ini: Ini::new() },
+        ],
+        decided: vec![],
+    };
+    // The order is Zed's configure_mutnauq (lib/neutron-legacy): a later iniset of
+    // the same key wins, as it does there.
+    // neutron_plugin_configure_common: the L3 plugin joins Q_SERVICE_PLUGIN_CLASSES.
+    let mut service_plugins: Vec<String> =
+        v("Q_SERVICE_PLUGIN_CLASSES").split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     let l3_plugin = eff.get("ML2_L3_PLUGIN").unwrap_or("router").to_owned();
-    let mut service_plugins = vec![];
-    if !l3_plugin.is_empty() {
+    if !l3_plugin.is_empty() && !service_plugins.contains(&l3_plugin) {
         service_plugins.push(l3_plugin);
     }
-    if let Some(extra) = eff.get("Q_SERVICE_PLUGIN_CLASSES").filter(|s| !s.is_empty()) {
-        service_plugins.extend(extra.split(',').map(str::to_owned));
-    }
-    iniset(&mut neutron, "DEFAULT", "service_plugins", &service_plugins.join(","));
-    iniset(&mut neutron, "DEFAULT", "debug", if v("ENABLE_DEBUG_LOG_LEVEL") == "False" { "False" } else { "True" });
-    iniset(&mut neutron, "DEFAULT", "rpc_state_report_workers", "0");
-    iniset(&mut neutron, "agent", "root_helper", rr);
-    iniset(&mut neutron, "agent", "root_helper_daemon", rr_daemon);
+    let service_plugins = service_plugins.join(",");
 
-    // neutron_plugin_configure_service (lib/neutron_plugins/ml2).
-    let mut ml2 = Ini::new();
+    // _configure_neutron_service, with neutron_plugin_configure_service (ml2).
     let tenant_type = v("Q_ML2_TENANT_NETWORK_TYPE");
-    iniset(&mut ml2, "securitygroup", "enable_security_group", &v("Q_USE_SECGROUP"));
-    let mut mech = v("Q_ML2_PLUGIN_MECHANISM_DRIVERS");
-    if v("Q_DVR_MODE") != "legacy" {
-        mech = "openvswitch,l2population".into();
-    }
-    iniset(&mut ml2, "ml2", "mechanism_drivers", &mech);
-    iniset(&mut ml2, "ml2", "overlay_ip_version", "4");
-    if let Some(t) = eff.get("Q_ML2_PLUGIN_TYPE_DRIVERS").filter(|s| !s.is_empty()) {
-        iniset(&mut ml2, "ml2", "type_drivers", t);
-    }
-    let ext = if v("NEUTRON_PORT_SECURITY") == "True" {
-        eff.get("Q_ML2_PLUGIN_EXT_DRIVERS").unwrap_or("port_security").to_owned()
-    } else {
-        v("Q_ML2_PLUGIN_EXT_DRIVERS")
-    };
-    iniset(&mut ml2, "ml2", "extension_drivers", &ext);
-    // DevStack's Zed branch, which matches the image's Neutron 21: the option is
-    // `tenant_network_types` there (master writes `project_network_types`, which
-    // Neutron 21 does not know and would silently ignore, leaving "local").
-    if tenant_type != "local" {
-        iniset(&mut ml2, "ml2", "tenant_network_types", &tenant_type);
-    } else if v("ENABLE_TENANT_TUNNELS") == "True" {
-        iniset(&mut ml2, "ml2", "tenant_network_types", "gre");
-    }
-    let ranges = v("TENANT_TUNNEL_RANGES");
-    iniset(&mut ml2, "ml2_type_gre", "tunnel_id_ranges", &ranges);
-    iniset(&mut ml2, "ml2_type_vxlan", "vni_ranges", &ranges);
-    let (phys, public_phys) = (v("PHYSICAL_NETWORK"), v("PUBLIC_PHYSICAL_NETWORK"));
-    let mut flat = String::new();
-    if !phys.is_empty() {
-        flat += &format!("{phys},");
-    }
-    if !public_phys.is_empty() && phys != public_phys {
-        flat += &format!("{public_phys},");
-    }
-    if !flat.is_empty() {
-        iniset(&mut ml2, "ml2_type_flat", "flat_networks", &flat);
-    }
-    if !phys.is_empty() {
-        iniset(&mut ml2, "ml2_type_vlan", "network_vlan_ranges", &phys);
-    }
-    iniset(&mut ml2, "ml2_type_geneve", "vni_ranges", &ranges);
-    if v("Q_DVR_MODE") != "legacy" {
-        iniset(&mut ml2, "agent", "l2_population", "True");
-        iniset(&mut ml2, "agent", "tunnel_types", "vxlan");
-        iniset(&mut ml2, "agent", "enable_distributed_routing", "True");
-        iniset(&mut ml2, "agent", "arp_responder", "True");
+    let tunnels = v("ENABLE_TENANT_TUNNELS") == "True";
+    if on(&["q-agt", "q-svc"]) {
+        w.set(NEUTRON_CONF, "DEFAULT", "core_plugin", "ml2", "");
+        w.set(NEUTRON_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        let (mut gre_opts, mut srv_extra) =
+            (type_options(eff, "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS", format!("tunnel_id_ranges={}", v("TENANT_TUNNEL_RANGES"))), String::new());
+        if tenant_type != "local" {
+            srv_extra = format!("tenant_network_types={tenant_type}");
+        } else if tunnels {
+            srv_extra = "tenant_network_types=gre".into();
+            gre_opts = format!("tunnel_id_ranges={}", v("TENANT_TUNNEL_RANGES"));
+        } else if v("ENABLE_TENANT_VLANS") == "True" {
+            srv_extra = "tenant_network_types=vlan".into();
+        }
+        let mut vlan_opts = v("Q_ML2_PLUGIN_VLAN_TYPE_OPTIONS");
+        if vlan_opts.is_empty() {
+            let mut ranges = v("ML2_VLAN_RANGES");
+            if ranges.is_empty() && !v("PHYSICAL_NETWORK").is_empty() {
+                ranges = v("PHYSICAL_NETWORK");
+                if !v("TENANT_VLAN_RANGE").is_empty() {
+                    ranges = format!("{ranges}:{}", v("TENANT_VLAN_RANGE"));
+                }
+            }
+            if !ranges.is_empty() {
+                vlan_opts = format!("network_vlan_ranges={ranges}");
+            }
+        }
+        let mut flat_opts = v("Q_ML2_PLUGIN_FLAT_TYPE_OPTIONS");
+        let (phys, public_phys) = (v("PHYSICAL_NETWORK"), v("PUBLIC_PHYSICAL_NETWORK"));
+        if flat_opts.is_empty() && (!phys.is_empty() || !public_phys.is_empty()) {
+            flat_opts = "flat_networks=".into();
+            if !phys.is_empty() {
+                flat_opts += &format!("{phys},");
+            }
+            if !public_phys.is_empty() && phys != public_phys {
+                flat_opts += &format!("{public_phys},");
+            }
+        }
+        let secgroup = v("Q_USE_SECGROUP") == "True";
+        let fw = if secgroup { "neutron.agent.not.a.real.FirewallDriver" } else { "neutron.agent.firewall.NoopFirewallDriver" };
+        w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
+        w.populate(ML2_CONF, "ml2", &format!("mechanism_drivers={}", v("Q_ML2_PLUGIN_MECHANISM_DRIVERS")), "Q_ML2_PLUGIN_MECHANISM_DRIVERS");
+        w.populate(ML2_CONF, "ml2", &format!("overlay_ip_version={}", v("TUNNEL_IP_VERSION")), "TUNNEL_IP_VERSION");
+        if !v("Q_ML2_PLUGIN_TYPE_DRIVERS").is_empty() {
+            w.populate(ML2_CONF, "ml2", &format!("type_drivers={}", v("Q_ML2_PLUGIN_TYPE_DRIVERS")), "Q_ML2_PLUGIN_TYPE_DRIVERS");
+        }
+        // `${Q_ML2_PLUGIN_EXT_DRIVERS-port_security}`: only an unset value takes the default.
+        let ext = match eff.value("Q_ML2_PLUGIN_EXT_DRIVERS") {
+            Some(x) => x.value.clone(),
+            None if v("NEUTRON_PORT_SECURITY") == "True" => "port_security".into(),
+            None => String::new(),
+        };
+        w.populate(ML2_CONF, "ml2", &format!("extension_drivers={ext}"), "Q_ML2_PLUGIN_EXT_DRIVERS");
+        w.populate(ML2_CONF, "ml2", &srv_extra, "Q_ML2_TENANT_NETWORK_TYPE");
+        w.populate(ML2_CONF, "ml2_type_gre", &gre_opts, "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS");
+        let vni = format!("vni_ranges={}", v("TENANT_TUNNEL_RANGES"));
+        w.populate(ML2_CONF, "ml2_type_vxlan", &type_options(eff, "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS", vni.clone()), "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS");
+        w.populate(ML2_CONF, "ml2_type_flat", &flat_opts, "PHYSICAL_NETWORK");
+        w.populate(ML2_CONF, "ml2_type_vlan", &vlan_opts, "ML2_VLAN_RANGES");
+        w.populate(ML2_CONF, "ml2_type_geneve", &type_options(eff, "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", vni), "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS");
+        if v("Q_DVR_MODE") != "legacy" {
+            for (k, val) in [("l2_population", "True"), ("tunnel_types", "vxlan"), ("enable_distributed_routing", "True"), ("arp_responder", "True")] {
+                w.set(ML2_CONF, "agent", k, val, "Q_DVR_MODE");
+            }
+        }
     }
 
     // _configure_neutron_plugin_agent, neutron_plugin_configure_plugin_agent
     // (lib/neutron_plugins/openvswitch_agent, ovs_base).
-    iniset(&mut ml2, "agent", "root_helper", rr);
-    iniset(&mut ml2, "agent", "root_helper_daemon", rr_daemon);
-    iniset(&mut ml2, "securitygroup", "firewall_driver", if v("Q_USE_SECGROUP") == "True" { "openvswitch" } else { "noop" });
-    let tunnel_types = if tenant_type == "gre" || tenant_type == "vxlan" {
-        tenant_type.clone()
-    } else if v("ENABLE_TENANT_TUNNELS") == "True" {
-        "gre".into()
-    } else {
-        String::new()
-    };
-    if v("ENABLE_TENANT_TUNNELS") == "True" {
-        iniset(&mut ml2, "ovs", "local_ip", &v("TUNNEL_ENDPOINT_IP"));
-        iniset(&mut ml2, "ovs", "tunnel_bridge", "br-tun");
-    }
-    let mappings = v("OVS_BRIDGE_MAPPINGS");
-    if !mappings.is_empty() {
-        iniset(&mut ml2, "ovs", "bridge_mappings", &mappings);
-    }
-    iniset(&mut ml2, "agent", "tunnel_types", &tunnel_types);
-    iniset(&mut ml2, "ovs", "datapath_type", &v("OVS_DATAPATH_TYPE"));
-
-    // _configure_neutron_l3_agent, _configure_neutron_dhcp_agent.
-    let agent = |extra: &[(&str, &str, &str)]| {
-        let mut ini = Ini::new();
-        iniset(&mut ini, "DEFAULT", "debug", if v("ENABLE_DEBUG_LOG_LEVEL") == "False" { "False" } else { "True" });
-        iniset(&mut ini, "AGENT", "root_helper", rr);
-        iniset(&mut ini, "AGENT", "root_helper_daemon", rr_daemon);
-        iniset(&mut ini, "DEFAULT", "interface_driver", "openvswitch");
-        for (s, k, val) in extra {
-            iniset(&mut ini, s, k, val);
+    if on(&["q-agt"]) {
+        w.set(ML2_CONF, "agent", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(ML2_CONF, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
         }
-        ini
-    };
-    let l3 = agent(&[]);
-    let dhcp = agent(&[("DEFAULT", "dnsmasq_local_resolv", "True")]);
+        w.set(NEUTRON_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        let fw = if v("Q_USE_SECGROUP") == "True" { "openvswitch" } else { "noop" };
+        w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
+        if v("OVS_ENABLE_TUNNELING") == "True" {
+            w.set(ML2_CONF, "ovs", "local_ip", &v("TUNNEL_ENDPOINT_IP"), "TUNNEL_ENDPOINT_IP");
+            w.set(ML2_CONF, "ovs", "tunnel_bridge", "br-tun", "");
+        }
+        let mappings = v("OVS_BRIDGE_MAPPINGS");
+        if !mappings.is_empty() {
+            w.set(ML2_CONF, "ovs", "bridge_mappings", &mappings, "OVS_BRIDGE_MAPPINGS");
+        }
+        // Q_TUNNEL_TYPES (lib/neutron_plugins/ml2): the tenant type when it is a
+        // tunnel, else gre with ENABLE_TENANT_TUNNELS, else the file's own.
+        let tunnel_types = if tenant_type == "gre" || tenant_type == "vxlan" {
+            tenant_type.clone()
+        } else if tunnels {
+            "gre".into()
+        } else {
+            v("Q_TUNNEL_TYPES")
+        };
+        w.set(ML2_CONF, "agent", "tunnel_types", &tunnel_types, "Q_ML2_TENANT_NETWORK_TYPE");
+        w.set(ML2_CONF, "ovs", "datapath_type", &v("OVS_DATAPATH_TYPE"), "OVS_DATAPATH_TYPE");
+    }
 
-    let mut files = vec![
-        ConfFile { path: NEUTRON_CONF, ini: neutron },
-        ConfFile { path: ML2_CONF, ini: ml2 },
-        ConfFile { path: L3_CONF, ini: l3 },
-        ConfFile { path: DHCP_CONF, ini: dhcp },
-    ];
+    // _configure_neutron_dhcp_agent, _configure_neutron_l3_agent, with
+    // _neutron_setup_interface_driver.
+    let agent_common = |w: &mut Writer, path: &'static str| {
+        w.set(path, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        w.set(path, "AGENT", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(path, "AGENT", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+    };
+    let interface_driver = |w: &mut Writer, path: &'static str| {
+        w.set(path, "DEFAULT", "ovs_use_veth", &v("Q_OVS_USE_VETH"), "Q_OVS_USE_VETH");
+        w.set(path, "DEFAULT", "interface_driver", "openvswitch", "Q_AGENT");
+    };
+    if on(&["q-dhcp"]) {
+        w.set(DHCP_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        w.set(DHCP_CONF, "DEFAULT", "dnsmasq_local_resolv", "True", "");
+        w.set(DHCP_CONF, "AGENT", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(DHCP_CONF, "AGENT", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+        if !on(&["q-l3"]) && v("ENABLE_ISOLATED_METADATA") == "True" {
+            w.set(DHCP_CONF, "DEFAULT", "enable_isolated_metadata", "True", "ENABLE_ISOLATED_METADATA");
+            w.set(DHCP_CONF, "DEFAULT", "enable_metadata_network", &v("ENABLE_METADATA_NETWORK"), "ENABLE_METADATA_NETWORK");
+        }
+        interface_driver(&mut w, DHCP_CONF);
+    }
+    if on(&["q-l3"]) {
+        agent_common(&mut w, L3_CONF);
+        interface_driver(&mut w, L3_CONF);
+    }
+    // _configure_dvr.
+    if v("Q_DVR_MODE") != "legacy" {
+        w.set(NEUTRON_CONF, "DEFAULT", "router_distributed", "True", "Q_DVR_MODE");
+        w.set(L3_CONF, "DEFAULT", "agent_mode", &v("Q_DVR_MODE"), "Q_DVR_MODE");
+    }
+    w.set(NEUTRON_CONF, "DEFAULT", "rpc_state_report_workers", "0", "");
+    let Writer { mut files, decided } = w;
+
 
     // merge_config_group post-config: each option in the file's section, values
     // expanded by the shell; a key given more than once becomes a multi-valued one.
-    let mut merged = Vec::new();
-    let mut ignored = Vec::new();
+    let (mut merged, mut ignored, mut translated, mut overridden) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for meta in conf.files.iter().filter(|f| f.group == "post-config") {
         let path = resolve_file(eff, &meta.file);
         let Some(file) = files.iter_mut().find(|f| f.path == path) else {
@@ -231,21 +349,35 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         };
         for opt in &meta.options {
             let values: Vec<String> = opt.values.iter().map(|x| eff.expand(x)).collect();
+            let key = match TRANSLATED_OPTIONS.iter().find(|(s, from, _)| *s == opt.section && *from == opt.key) {
+                Some((_, from, to)) => {
+                    translated.push(Translated { line: opt.line, section: opt.section.clone(), from, to });
+                    (*to).to_owned()
+                }
+                None => opt.key.clone(),
+            };
             let mut section = file.ini.with_section(Some(opt.section.as_str()));
-            section.delete(&opt.key.as_str());
+            section.delete(&key.as_str());
             for value in &values {
-                section.add(opt.key.as_str(), value.as_str());
+                section.add(key.as_str(), value.as_str());
             }
-            merged.push(Merged {
-                file: file.path,
-                section: opt.section.clone(),
-                key: opt.key.clone(),
-                value: values.join("\n"),
-                line: opt.line,
-            });
+            merged.push(Merged { file: file.path, section: opt.section.clone(), key, value: values.join("\n"), line: opt.line });
         }
     }
-    NeutronFiles { files, merged, ignored }
+    // configure_neutron_after_post_config: service_plugins is written after the
+    // merge, so a post-config value for it loses.
+    // (Zed's stack.sh runs it for q-svc, not for neutron-api.)
+    if on(&["q-svc"]) && !on(&["neutron-api"]) && !service_plugins.is_empty() {
+        let file = files.iter_mut().find(|f| f.path == NEUTRON_CONF).expect("neutron.conf");
+        file.ini.with_section(Some("DEFAULT")).set("service_plugins", service_plugins.as_str());
+        if let Some(m) = merged.iter().find(|m| m.file == NEUTRON_CONF && m.section == "DEFAULT" && m.key == "service_plugins") {
+            overridden.push(m.clone());
+        }
+        merged.retain(|m| !(m.file == NEUTRON_CONF && m.section == "DEFAULT" && m.key == "service_plugins"));
+    }
+    let mut decided = decided;
+    decided.push((NEUTRON_CONF, "DEFAULT".into(), "service_plugins".into(), "Q_SERVICE_PLUGIN_CLASSES"));
+    NeutronFiles { files, merged, ignored, translated, overridden, decided }
 }
 
 #[cfg(test)]

@@ -318,6 +318,17 @@ pub enum LocalconfCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// What the neutron cloud will build from a local.conf, before anything boots:
+    /// the four Neutron files (each value with what decided it), the host steps'
+    /// variables and the initial networks, as DevStack would make them
+    Neutron {
+        file: PathBuf,
+        /// The scenario whose world the cloud VM has (the default world when none)
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -136,6 +136,15 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             emit(format, &conf, || localconf::format_text(&conf));
             Ok(0)
         }
+        Command::Localconf { command: LocalconfCommand::Neutron { file, scenario, format } } => {
+            let world = match scenario {
+                Some(p) => scenario::load(&p)?.world,
+                None => scenario::World::default(),
+            };
+            let plan = localconf::plan::neutron(&localconf::read(&file)?, &world);
+            emit(format, &plan, || plan.text());
+            Ok(0)
+        }
     }
 }
 
