@@ -187,13 +187,14 @@ struct Linter<'a> {
 
 pub fn lint(conf: &LocalConf, world: &World) -> Vec<Diagnostic> {
     let default_line = conf.headers.iter().find(|h| h.group == "local" && h.file == "localrc").map(|h| h.line).unwrap_or(1);
-    let mut l = Linter { conf, eff: Effective::evaluate(conf), world, out: Vec::new(), default_line };
+    let mut l = Linter { conf, eff: super::plan::effective(conf, world), world, out: Vec::new(), default_line };
     l.mangled_lines();
     if conf.files.iter().any(|f| f.group == "local" && f.file == "localrc") {
         l.addresses();
         l.bridges();
         l.services();
         l.host_ip();
+        l.devstack_reads();
         l.spelling();
     } else if !conf.headers.iter().any(|h| h.group == "local" && h.file.trim_end_matches('\r') == "localrc") {
         l.push(
@@ -339,7 +340,8 @@ impl Linter<'_> {
     }
 
     fn addr(&mut self, name: &str) -> Option<Ipv4Addr> {
-        let v = self.eff.get(name)?.to_owned();
+        // Empty is unset: DevStack then leaves the choice to Neutron.
+        let v = self.eff.get(name).filter(|v| !v.is_empty())?.to_owned();
         match v.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -361,8 +363,16 @@ impl Linter<'_> {
         let provider = w.provider_address.trunc();
         let floating = self.cidr("FLOATING_RANGE");
         let fixed = self.cidr("FIXED_RANGE");
-        let gateway = self.addr("PUBLIC_NETWORK_GATEWAY");
+        let _ = self.addr("PUBLIC_NETWORK_GATEWAY");
         let _ = self.addr("NETWORK_GATEWAY");
+        // The networks as DevStack and Neutron make them: the gateway Neutron picks
+        // when none is given, the private subnet from the subnet pool.
+        let networks = super::networks::predict(&self.eff);
+        let (gateway, private) = match &networks {
+            super::networks::Outcome::Created(n) => (Some(n.public_subnet.gateway), Some(n.private_subnet.clone())),
+            _ => (None, None),
+        };
+        self.initial_networks(&networks);
         for name in ["SERVICE_HOST", "HOST_IP"] {
             if self.eff.get(name).is_some_and(|v| !v.is_empty() && !v.contains('$')) {
                 let _ = self.addr(name);
@@ -393,7 +403,11 @@ impl Linter<'_> {
                     line,
                     format!(
                         "{}, but the provider bridge {} has {}: the router's default route would point at nothing",
-                        self.describe("PUBLIC_NETWORK_GATEWAY"),
+                        if self.eff.get("PUBLIC_NETWORK_GATEWAY").is_some_and(|v| !v.is_empty()) {
+                            self.describe("PUBLIC_NETWORK_GATEWAY")
+                        } else {
+                            format!("PUBLIC_NETWORK_GATEWAY is unset, so Neutron makes the public subnet's gateway {g} (FLOATING_RANGE's first address)")
+                        },
                         w.provider_bridge,
                         w.provider_address.addr()
                     ),
@@ -402,41 +416,56 @@ impl Linter<'_> {
             }
         }
         self.pool(floating, gateway);
-        if let Some(x) = fixed {
+        let _ = fixed;
+        if let Some(p) = private {
+            let x = p.cidr;
+            // What decided the subnet: the pool's prefix (IPV4_ADDRS_SAFE_TO_USE,
+            // SUBNETPOOL_PREFIX_V4, NETWORK_GATEWAY) or FIXED_RANGE without a pool.
+            let (var, what) = match &p.subnet_pool {
+                Some(pool) => {
+                    let var = ["NETWORK_GATEWAY", "SUBNETPOOL_PREFIX_V4", "IPV4_ADDRS_SAFE_TO_USE"]
+                        .into_iter()
+                        .find(|v| self.eff.value(v).is_some_and(|x| x.origin.line().is_some() && !x.value.is_empty()))
+                        .unwrap_or("IPV4_ADDRS_SAFE_TO_USE");
+                    (var, format!("the private subnet {x} (from the subnet pool {pool}, as DevStack makes it; FIXED_RANGE is not used)"))
+                }
+                None => ("FIXED_RANGE", format!("the private subnet {x} ({})", self.describe("FIXED_RANGE"))),
+            };
             let checks = [
                 ("floating range", floating.map(|f| f.trunc())),
                 ("guest's private subnet", Some(w.guest_address.trunc())),
                 ("provider subnet", Some(provider)),
             ];
-            for (what, net) in checks {
+            for (net_what, net) in checks {
                 if let Some(n) = net {
                     if x.contains(&n.network()) || n.contains(&x.network()) {
-                        let line = self.line_of("FIXED_RANGE");
+                        let line = self.line_of(var);
                         self.push(
                             "fixed-range",
                             Severity::Error,
                             line,
-                            format!(
-                                "{} overlaps the {what} {n}: the router cannot tell tenant traffic from it",
-                                self.describe("FIXED_RANGE")
-                            ),
-                            format!("set FIXED_RANGE={}", w.fixed_range),
+                            format!("{what} overlaps the {net_what} {n}: the router cannot tell tenant traffic from it"),
+                            format!("set {var} to a range apart from {n}"),
                         );
                     }
                 }
             }
             if x.contains(&w.public_ip) {
-                let line = self.line_of("FIXED_RANGE");
-                self.push(
-                    "fixed-range",
-                    Severity::Error,
-                    line,
-                    format!("{} holds the public IP {}", self.describe("FIXED_RANGE"), w.public_ip),
-                    format!("set FIXED_RANGE={}", w.fixed_range),
-                );
+                let line = self.line_of(var);
+                self.push("fixed-range", Severity::Error, line, format!("{what} holds the public IP {}", w.public_ip), format!("set {var} to a range apart from {}", w.public_ip));
             }
         }
-        if self.eff.get("IP_VERSION") != Some("4") {
+        let ipv = self.eff.get("IP_VERSION").unwrap_or("").to_owned();
+        if !ipv.starts_with('4') {
+            let line = self.line_of("IP_VERSION");
+            self.push(
+                "unsupported-variable",
+                Severity::Error,
+                line,
+                format!("{}: DevStack then builds no IPv4 subnet, and this cloud builds IPv6 networks not yet", self.describe("IP_VERSION")),
+                "set IP_VERSION=4 (or 4+6: the IPv4 half is built)".into(),
+            );
+        } else if ipv != "4" {
             let line = self.line_of("IP_VERSION");
             self.push(
                 "ip-version",
@@ -445,6 +474,140 @@ impl Linter<'_> {
                 format!("{}: DevStack will also build IPv6 subnets this world has no route for", self.describe("IP_VERSION")),
                 "set IP_VERSION=4".into(),
             );
+        }
+    }
+
+    /// What `create_neutron_initial_network` would do: Neutron's refusal kills
+    /// stack.sh; no networks leave the scenario's checks nothing to run on.
+    fn initial_networks(&mut self, networks: &super::networks::Outcome) {
+        use super::networks::Outcome;
+        match networks {
+            Outcome::Created(_) => {}
+            Outcome::Refused(r) => {
+                let line = self.line_of(r.variable);
+                let (var, reason) = (r.variable, r.reason.clone());
+                self.push(
+                    "network-refused",
+                    Severity::Error,
+                    line,
+                    format!("{}: Neutron refuses DevStack's initial network and stack.sh dies: {reason}", self.describe(var)),
+                    format!("change {var}: with the default subnet pool, NETWORK_GATEWAY must lie in IPV4_ADDRS_SAFE_TO_USE (or leave it unset)"),
+                );
+            }
+            Outcome::Unsupported { variable, why } => {
+                let line = self.line_of(variable);
+                let msg = format!("{}: {why}; this cloud builds DevStack's private network and router only", self.describe(variable));
+                self.push("unsupported-variable", Severity::Error, line, msg, format!("remove {variable}"));
+            }
+            Outcome::NotCreated { why } => {
+                let line = self.line_of("NEUTRON_CREATE_INITIAL_NETWORKS");
+                self.push(
+                    "no-initial-networks",
+                    Severity::Error,
+                    line,
+                    format!("DevStack makes no initial networks ({why}): the scenario's instance and floating IP have no network to use, and scenarios cannot name networks of their own yet"),
+                    "set NEUTRON_CREATE_INITIAL_NETWORKS=True and enable q-svc".into(),
+                );
+            }
+        }
+    }
+
+    /// Variables DevStack reads that this cloud does not build, set away from
+    /// DevStack's default; post-config the cloud does not apply; option names
+    /// translated for the image's Neutron.
+    fn devstack_reads(&mut self) {
+        let unsupported: &[(&str, &str, &str)] = &[
+            ("Q_USE_PUBLIC_VETH", "False", "DevStack then plugs the router's gateway through a veth pair instead of br-ex"),
+            ("TUNNEL_IP_VERSION", "4", "IPv6 tunnel endpoints are not built"),
+            ("OVS_DATAPATH_TYPE", "system", "the userspace (netdev) datapath needs DPDK, which the guest has not"),
+        ];
+        for (var, default, why) in unsupported {
+            if let Some(v) = self.eff.value(var).filter(|v| v.origin.line().is_some() && v.value != *default) {
+                let (line, value) = (v.origin.line().unwrap_or(self.default_line), v.value.clone());
+                self.push(
+                    "unsupported-variable",
+                    Severity::Error,
+                    line,
+                    format!("{var} is {value:?}: {why}; this cloud does not build that"),
+                    format!("remove {var} (DevStack's default is {default:?})"),
+                );
+            }
+        }
+        if self.eff.get("Q_DVR_MODE") == Some("dvr") {
+            let line = self.line_of("Q_DVR_MODE");
+            self.push(
+                "unsupported-variable",
+                Severity::Error,
+                line,
+                "Q_DVR_MODE is \"dvr\" on the only node: no L3 agent runs in dvr_snat mode, so no node does the router's SNAT".into(),
+                "set Q_DVR_MODE=dvr_snat (or legacy)".into(),
+            );
+        }
+        if !self.eff.service_enabled("q-svc") && self.eff.get("Q_AGENT") == Some("openvswitch") {
+            let l = self.eff.disabled_line("q-svc").unwrap_or(self.default_line);
+            self.push(
+                "node-role",
+                Severity::Error,
+                l,
+                "q-svc is not enabled: this is a compute node's local.conf, and the cloud is one node running neutron-server".into(),
+                "use the controller's local.conf (enable_service q-svc)".into(),
+            );
+        }
+        for (old, new) in [("neutron-agent", "q-agt"), ("neutron-l3", "q-l3"), ("neutron-dhcp", "q-dhcp")] {
+            if self.eff.service_enabled(old) && self.eff.service_enabled("q-svc") && !self.eff.service_enabled(new) {
+                let l = self.eff.service_line(old).unwrap_or(self.default_line);
+                self.push(
+                    "services",
+                    Severity::Error,
+                    l,
+                    format!("{old} beside q-svc: Zed's DevStack configures agents for the q-* names only (lib/neutron-legacy), so {old} gets no configuration"),
+                    format!("enable_service {new} instead"),
+                );
+            }
+        }
+        let files = super::neutron_files::build(self.conf, &self.eff);
+        for (file, line) in files.ignored.clone() {
+            self.push(
+                "post-config-ignored",
+                Severity::Warning,
+                line,
+                format!("post-config for {file}: DevStack would merge it, but the neutron cloud writes only Neutron's four files (neutron.conf, ml2_conf.ini, l3_agent.ini, dhcp_agent.ini), so it is not applied"),
+                "nothing to do if the section is for a service this cloud does not run".into(),
+            );
+        }
+        for t in files.translated.clone() {
+            self.push(
+                "option-translated",
+                Severity::Warning,
+                t.line,
+                format!("[{}] {} is master's name: Neutron 21 (Zed) reads {}, so the neutron cloud writes it as {} (DevStack Zed would write {} and Neutron 21 would ignore it)", t.section, t.from, t.to, t.to, t.from),
+                format!("write {} for Zed", t.to),
+            );
+        }
+        for m in files.overridden.clone() {
+            self.push(
+                "post-config-overridden",
+                Severity::Warning,
+                m.line,
+                format!("[{}] {} in post-config loses: DevStack sets it again after the merge (configure_neutron_after_post_config) from Q_SERVICE_PLUGIN_CLASSES", m.section, m.key),
+                "set Q_SERVICE_PLUGIN_CLASSES instead".into(),
+            );
+        }
+        // A tenant network type the OVS agent's tunnel_types cannot carry.
+        let ml2 = super::neutron_files::ML2_CONF;
+        let tenant = files.get(ml2, "ml2", "tenant_network_types").unwrap_or("").to_owned();
+        let tunnels = files.get(ml2, "agent", "tunnel_types").unwrap_or("").to_owned();
+        for t in tenant.split(',').map(str::trim).filter(|t| *t == "vxlan" || *t == "gre") {
+            if !tunnels.split(',').any(|x| x.trim() == t) && self.eff.service_enabled("q-agt") {
+                let line = files.merged_line(ml2, "ml2", "tenant_network_types").unwrap_or_else(|| self.line_of("Q_ML2_TENANT_NETWORK_TYPE"));
+                self.push(
+                    "tunnel-types",
+                    Severity::Error,
+                    line,
+                    format!("the tenant network type is {t}, but the OVS agent's tunnel_types is {tunnels:?}: the agent cannot carry {t} tunnels"),
+                    format!("add {t} to [agent] tunnel_types (or set Q_ML2_TENANT_NETWORK_TYPE={t})"),
+                );
+            }
         }
     }
 

@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn devstack_values_land_where_devstack_writes_them() {
-        let f = files("[[local|localrc]]\nHOST_IP=192.168.0.10\nQ_AGENT=openvswitch\nQ_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch\nQ_ML2_TENANT_NETWORK_TYPE=vxlan\nOVS_BRIDGE_MAPPINGS=public:br-ex\n");
+        let f = files("[[local|localrc]]\nenable_service q-agt q-l3 q-dhcp\nHOST_IP=192.168.0.10\nQ_AGENT=openvswitch\nQ_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch\nQ_ML2_TENANT_NETWORK_TYPE=vxlan\nOVS_BRIDGE_MAPPINGS=public:br-ex\n");
         assert_eq!(f.get(ML2_CONF, "ml2", "mechanism_drivers"), Some("openvswitch"));
         assert_eq!(f.get(ML2_CONF, "ml2", "tenant_network_types"), Some("vxlan"));
         assert_eq!(f.get(ML2_CONF, "ml2_type_vxlan", "vni_ranges"), Some("1:1000"));
@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(f.get(NEUTRON_CONF, "DEFAULT", "service_plugins"), Some("router"));
         assert_eq!(f.get(L3_CONF, "DEFAULT", "interface_driver"), Some("openvswitch"));
         // TUNNEL_ENDPOINT_IP wins over HOST_IP, as in stackrc.
-        let f = files("[[local|localrc]]\nHOST_IP=192.168.0.10\nTUNNEL_ENDPOINT_IP=10.1.0.5\n");
+        let f = files("[[local|localrc]]\nenable_service q-agt\nHOST_IP=192.168.0.10\nTUNNEL_ENDPOINT_IP=10.1.0.5\n");
         assert_eq!(f.get(ML2_CONF, "ovs", "local_ip"), Some("10.1.0.5"));
         assert!(f.file(ML2_CONF).text().starts_with("# Written by devstack-harness"));
     }

@@ -169,11 +169,16 @@ pub async fn run_vm(
 /// accelerator and QEMU (which `boot` adds): the harness, the group's shared
 /// settings, the first scenario's host recipe, the local.conf, templates, scripts.
 pub fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RenderError> {
+    let local_conf = renderer.local_conf(first)?;
+    // What the harness's Rust derives from the local.conf (the Neutron files, the
+    // host steps' values, the initial networks) is built into the state too.
+    let derived = crate::localconf::plan::neutron(&crate::localconf::parse(&local_conf), &first.world);
     Ok(serde_json::json!({
+        "derived": derived,
         "harness": env!("CARGO_PKG_VERSION"),
         "group": share_key(first, kind),
         "host_recipe": renderer.host_recipe(first)?,
-        "local_conf": renderer.local_conf(first)?,
+        "local_conf": local_conf,
         "templates": renderer.digest_for(kind),
         "scripts": crate::scripts::digest(),
     }))

@@ -50,6 +50,18 @@ hostname "$WORLD_HOSTNAME"
 { cat /in/group; echo "stack:x:0:"; } >/etc/group
 echo "127.0.0.1 localhost $WORLD_HOSTNAME" >/etc/hosts
 
+# The harness's own host steps instead of DevStack's (ORACLE_MODE=harness): the
+# variables and templates/devstack-host-steps.sh, run in the same world with the
+# same recorders, so that the two logs compare command for command.
+if [ "${ORACLE_MODE:-devstack}" = harness ]; then
+    set -euo pipefail
+    source /in/host-steps.sh
+    host_steps
+    assign_gateway
+    echo ok >"$ORACLE_OUT/result"
+    exit 0
+fi
+
 # DevStack's tree, writable (stack.sh writes .localrc.auto beside itself), and the
 # empty project tree it copies samples from.
 mkdir -p /opt/stack/logs /etc/neutron /etc/sudoers.d /etc/systemd/system /etc/apache2/sites-available /etc/openvswitch
@@ -122,14 +134,23 @@ if is_service_enabled neutron; then
     configure_neutron
 fi
 merge_config_group "$TOP_DIR/local.conf" post-config
-if is_service_enabled q-svc neutron-api && type -t configure_neutron_after_post_config >/dev/null; then
+# stack.sh: Zed runs it (and makes the initial networks) for q-svc only; later
+# releases for q-svc or neutron-api.
+if [ -f "$TOP_DIR/lib/neutron-legacy" ]; then
+    neutron_api() { is_service_enabled q-svc; }
+    is_service_enabled neutron-api || neutron_api_after=1
+else
+    neutron_api() { is_service_enabled q-svc neutron-api; }
+    neutron_api_after=1
+fi
+if neutron_api && [ -n "${neutron_api_after:-}" ]; then
     configure_neutron_after_post_config
 fi
 if is_service_enabled neutron; then
     start_neutron
 fi
 : >"$ORACLE_OUT/networks-attempted"
-if is_service_enabled q-svc neutron-api && [[ "$NEUTRON_CREATE_INITIAL_NETWORKS" == "True" ]]; then
+if neutron_api && [[ "$NEUTRON_CREATE_INITIAL_NETWORKS" == "True" ]]; then
     if type -p neutron_plugin_create_initial_networks >/dev/null; then
         neutron_plugin_create_initial_networks
     else

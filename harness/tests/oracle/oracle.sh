@@ -3,6 +3,10 @@
 # sandbox that changes nothing on this machine and sends nothing anywhere.
 #
 #   oracle.sh DEVSTACK_TREE LOCAL_CONF OUT_DIR
+#   ORACLE_MODE=harness oracle.sh DEVSTACK_TREE HOST_STEPS_SH OUT_DIR
+#
+# The second form runs the harness's own host steps (HOST_STEPS_SH: the variables
+# and templates/devstack-host-steps.sh) in the same world, recorded the same way.
 #
 # The world's host is described by WORLD_* variables (defaults: the harness's
 # default world). bubblewrap gives the run its own user, mount, network, PID and
@@ -30,12 +34,12 @@ status=0
 timeout 120 bwrap --unshare-all --die-with-parent --new-session \
     --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
     --symlink usr/sbin /sbin --dir /etc "${etc_ro[@]}" --proc /proc --dev /dev --tmpfs /tmp \
-    --dir /var/tmp --dir /run --ro-bind "$tree" /devstack --ro-bind "$conf" /in/local.conf --ro-bind /etc/passwd /in/passwd --ro-bind /etc/group /in/group \
+    --dir /var/tmp --dir /run --ro-bind "$tree" /devstack --ro-bind "$conf" /in/local.conf --ro-bind "$conf" /in/host-steps.sh --ro-bind /etc/passwd /in/passwd --ro-bind /etc/group /in/group \
     --ro-bind "$here" /oracle --bind "$out" /out \
     --ro-bind "$here/stubs/record" /usr/bin/systemctl \
     --uid 0 --gid 0 --cap-add ALL \
     --setenv PATH /oracle/stubs:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --setenv HOME /root --setenv WORLD_NIC "${WORLD_NIC:-eth0}" \
+    --setenv HOME /root --setenv ORACLE_MODE "${ORACLE_MODE:-devstack}" --setenv WORLD_NIC "${WORLD_NIC:-eth0}" \
     --setenv WORLD_NIC_ADDR "${WORLD_NIC_ADDR:-192.168.0.10/24}" \
     --setenv WORLD_GATEWAY "${WORLD_GATEWAY:-192.168.0.1}" \
     --setenv WORLD_PUBLIC_IP "${WORLD_PUBLIC_IP-203.0.113.10}" \

@@ -1,0 +1,440 @@
+//! DevStack's own code as the judge. For every local.conf of the corpus
+//! (tests/data/localconf-corpus/, real files) and every shipped scenario's
+//! rendered local.conf, the oracle (tests/oracle/oracle.sh: DevStack's own
+//! functions in a bubblewrap sandbox, host commands and API calls recorded) runs
+//! DevStack Zed, the release the neutron cloud predicts, and the test holds the
+//! harness's plan (`harness localconf neutron`) against it:
+//!   (a) every datapath key of the four Neutron files,
+//!   (b) the initial networks as API objects,
+//!   (c) the host steps as a list of commands (the harness's own
+//!       templates/devstack-host-steps.sh, run in the same sandboxed world),
+//! and, where DevStack's run dies, that the harness refuses the file too.
+//! What the harness keeps different on purpose is the ALLOWED list below. The
+//! same files against DevStack master print where a master user's file would
+//! behave differently (a report, not a failure).
+
+mod common;
+
+use harness::localconf::{self, networks::Outcome, neutron_files as nf, plan};
+use harness::scenario::{self, World};
+use ini::Ini;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Differences kept on purpose, each with its reason: (what, reason). `what` is
+/// `FILE:[section] key` for a key, `host: COMMAND` for a host step.
+const ALLOWED: &[(&str, &str)] = &[
+    (
+        "ml2_conf.ini:[agent] root_helper",
+        "Debian's python3-neutron installs neutron-rootwrap in /usr/bin; DevStack's pip install puts it in /usr/local/bin",
+    ),
+    ("ml2_conf.ini:[agent] root_helper_daemon", "the same, for neutron-rootwrap-daemon"),
+    ("l3_agent.ini:[AGENT] root_helper", "the same"),
+    ("l3_agent.ini:[AGENT] root_helper_daemon", "the same"),
+    ("dhcp_agent.ini:[AGENT] root_helper", "the same"),
+    ("dhcp_agent.ini:[AGENT] root_helper_daemon", "the same"),
+    (
+        "host: sysctl -w net.ipv4.ip_forward=1",
+        "stack.sh sets it in its own body (`Force IP forwarding on`), which the oracle does not run; the harness runs it as stack.sh does",
+    ),
+    (
+        "ml2_conf.ini:[ml2] tenant_network_types",
+        "only where post-config sets `project_network_types` (master's name): Neutron 21 ignores it, so the harness writes it as \
+         `tenant_network_types` and the linter says so (note[option-translated])",
+    ),
+];
+
+/// The keys that decide the datapath, per file: (file, section, key); a section
+/// with key "*" compares every key in it.
+const DATAPATH: &[(&str, &str, &str)] = &[
+    (nf::NEUTRON_CONF, "DEFAULT", "core_plugin"),
+    (nf::NEUTRON_CONF, "DEFAULT", "service_plugins"),
+    (nf::NEUTRON_CONF, "DEFAULT", "router_distributed"),
+    (nf::ML2_CONF, "ml2", "*"),
+    (nf::ML2_CONF, "ml2_type_flat", "*"),
+    (nf::ML2_CONF, "ml2_type_vlan", "*"),
+    (nf::ML2_CONF, "ml2_type_vxlan", "*"),
+    (nf::ML2_CONF, "ml2_type_gre", "*"),
+    (nf::ML2_CONF, "ml2_type_geneve", "*"),
+    (nf::ML2_CONF, "ovs", "*"),
+    (nf::ML2_CONF, "agent", "*"),
+    (nf::ML2_CONF, "securitygroup", "*"),
+    (nf::L3_CONF, "DEFAULT", "interface_driver"),
+    (nf::L3_CONF, "DEFAULT", "agent_mode"),
+    (nf::L3_CONF, "DEFAULT", "ovs_use_veth"),
+    (nf::L3_CONF, "AGENT", "*"),
+    (nf::DHCP_CONF, "DEFAULT", "interface_driver"),
+    (nf::DHCP_CONF, "DEFAULT", "ovs_use_veth"),
+    (nf::DHCP_CONF, "DEFAULT", "enable_isolated_metadata"),
+    (nf::DHCP_CONF, "DEFAULT", "enable_metadata_network"),
+    (nf::DHCP_CONF, "AGENT", "*"),
+];
+
+/// Host commands that change the host (the recorders log every call; the rest
+/// are services starting, which the harness does its own way).
+const HOST_COMMANDS: &[&str] = &["ip", "ovs-vsctl", "ovs-ofctl", "iptables", "ip6tables", "sysctl", "modprobe", "arping"];
+
+/// Where DevStack's trees are: $DEVSTACK_TREES, the shared copy beside the
+/// repository, or the cache `.ci/setup` fills.
+fn trees() -> PathBuf {
+    let candidates = [
+        std::env::var_os("DEVSTACK_TREES").map(PathBuf::from),
+        Some(common::root().join("../shared/devstack")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/devstack-harness/devstack")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.join("zed/stackrc").is_file()).unwrap_or_else(|| {
+        panic!("DevStack's trees are not here ($DEVSTACK_TREES, ../shared/devstack, ~/.cache/devstack-harness/devstack): bash .ci/setup fetches them")
+    })
+}
+
+struct Case {
+    name: String,
+    conf: PathBuf,
+    world: World,
+}
+
+fn cases(tmp: &Path) -> Vec<Case> {
+    let mut out = Vec::new();
+    let dir = common::root().join("harness/tests/data/localconf-corpus");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    for f in files.into_iter().filter(|p| p.file_name().is_some_and(|n| n != "SOURCES.txt")) {
+        out.push(Case { name: f.file_name().expect("name").to_string_lossy().into_owned(), conf: f, world: World::default() });
+    }
+    // The shipped scenarios, rendered; the same local.conf in the same world once.
+    let mut seen = std::collections::HashSet::new();
+    let mut scenarios: Vec<PathBuf> = ["scenarios", "scenarios/neutron"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(common::root().join(d)).expect("scenarios").map(|e| e.expect("entry").path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    scenarios.sort();
+    for s in scenarios {
+        let name = s.strip_prefix(common::root()).unwrap_or(&s).display().to_string();
+        let dest = tmp.join(name.replace('/', "_"));
+        let r = common::harness(&["render", &s.display().to_string(), "--out", &dest.display().to_string()]);
+        assert!(r.status.success(), "render {name}: {}", String::from_utf8_lossy(&r.stderr));
+        let world = scenario::load(&s).expect("scenario").world;
+        let text = std::fs::read_to_string(dest.join("local.conf")).expect("rendered local.conf");
+        if seen.insert(format!("{text}{world:?}")) {
+            out.push(Case { name, conf: dest.join("local.conf"), world });
+        }
+    }
+    out
+}
+
+/// The oracle's sandbox for a world.
+fn oracle(tree: &Path, input: &Path, out: &Path, world: &World, mode: &str) -> String {
+    let script = common::root().join("harness/tests/oracle/oracle.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(tree)
+        .arg(input)
+        .arg(out)
+        .env("ORACLE_MODE", mode)
+        .env("WORLD_NIC", &world.guest_nic)
+        .env("WORLD_NIC_ADDR", world.guest_address.to_string())
+        .env("WORLD_GATEWAY", world.guest_gateway.to_string())
+        .env("WORLD_PUBLIC_IP", world.public_ip.to_string())
+        .env("WORLD_BRIDGE", &world.provider_bridge)
+        .env("WORLD_BRIDGE_ADDR", world.provider_address.to_string())
+        .env("WORLD_HOSTNAME", &world.hostname)
+        .output()
+        .expect("bash");
+    assert!(
+        o.status.success(),
+        "oracle.sh {} failed: {}{}",
+        input.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read_to_string(out.join("result")).expect("result").trim().to_owned()
+}
+
+fn load_ini(path: &Path) -> Ini {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    Ini::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every datapath value of a file: "[section] key" -> value (repeated keys joined).
+fn datapath_values(ini: &Ini, path: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (file, section, key) in DATAPATH.iter().filter(|(f, _, _)| *f == path) {
+        let Some(props) = ini.section(Some(*section)) else { continue };
+        let _ = file;
+        for (k, _) in props.iter() {
+            if *key == "*" || k == *key {
+                let all: Vec<&str> = props.get_all(k).collect();
+                out.insert(format!("[{section}] {k}"), all.join("\n"));
+            }
+        }
+    }
+    out
+}
+
+fn oracle_file(path: &str) -> &'static str {
+    match path {
+        nf::NEUTRON_CONF => "etc/neutron.conf",
+        nf::ML2_CONF => "etc/plugins/ml2/ml2_conf.ini",
+        nf::L3_CONF => "etc/l3_agent.ini",
+        nf::DHCP_CONF => "etc/dhcp_agent.ini",
+        _ => unreachable!(),
+    }
+}
+
+fn short(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The host commands of a recorder log, one string each.
+fn host_commands(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|argv| argv.first().is_some_and(|c| HOST_COMMANDS.contains(c)))
+        .map(|argv| argv.join(" "))
+        .collect()
+}
+
+/// DevStack's initial networks from the oracle's API state, in the prediction's terms.
+fn devstack_networks(api: &serde_json::Value) -> Option<BTreeMap<&'static str, String>> {
+    let arr = |k: &str| api[k].as_array().cloned().unwrap_or_default();
+    let v4 = |s: &serde_json::Value| s["ip_version"] == 4;
+    let subnets: Vec<_> = arr("subnets").into_iter().filter(v4).collect();
+    let nets = arr("networks");
+    let private = nets.iter().find(|n| n["router:external"] == false)?;
+    let public = nets.iter().find(|n| n["router:external"] == true)?;
+    let sub_of = |net: &serde_json::Value| subnets.iter().find(|s| s["network_id"] == net["id"]).cloned();
+    let (ps, us) = (sub_of(private)?, sub_of(public)?);
+    let pools = |s: &serde_json::Value| {
+        s["allocation_pools"].as_array().map(|a| a.iter().map(|p| format!("{}-{}", p["start"], p["end"]).replace('"', "")).collect::<Vec<_>>().join(","))
+    };
+    let pool = arr("subnet_pools").into_iter().find(|p| ps["subnetpool_id"] == p["id"]);
+    let router = arr("routers").into_iter().next()?;
+    let gw = router["external_gateway"]["external_fixed_ips"]
+        .as_array()
+        .and_then(|ips| ips.iter().find(|ip| ip["subnet_id"] == us["id"]))
+        .map(|ip| ip["ip_address"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    Some(BTreeMap::from([
+        ("subnet pool", pool.map_or("-".into(), |p| format!("{} {} /{}", s(&p["name"]), s(&p["prefixes"][0]), s(&p["default_prefixlen"])))),
+        ("private network", s(&private["name"])),
+        ("private subnet", format!("{} {} gw {} pools {}", s(&ps["name"]), s(&ps["cidr"]), s(&ps["gateway_ip"]), pools(&ps)?)),
+        ("router", s(&router["name"])),
+        (
+            "public network",
+            format!(
+                "{} type {} physnet {} segment {}",
+                s(&public["name"]),
+                s(&public["provider:network_type"]),
+                s(&public["provider:physical_network"]),
+                s(&public["provider:segmentation_id"])
+            ),
+        ),
+        ("public subnet", format!("{} {} gw {} pools {}", s(&us["name"]), s(&us["cidr"]), s(&us["gateway_ip"]), pools(&us)?)),
+        ("router gateway", gw),
+    ]))
+}
+
+fn predicted_networks(o: &Outcome) -> Option<BTreeMap<&'static str, String>> {
+    let Outcome::Created(n) = o else { return None };
+    let pools = |p: &[(std::net::Ipv4Addr, std::net::Ipv4Addr)]| p.iter().map(|(a, b)| format!("{a}-{b}")).collect::<Vec<_>>().join(",");
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let (ps, us) = (&n.private_subnet, &n.public_subnet);
+    Some(BTreeMap::from([
+        ("subnet pool", n.subnet_pool.as_ref().map_or("-".into(), |p| format!("{} {} /{}", p.name, p.prefix, p.default_prefixlen))),
+        ("private network", n.private_network.clone()),
+        ("private subnet", format!("{} {} gw {} pools {}", ps.name, ps.cidr, ps.gateway, pools(&ps.allocation_pools))),
+        ("router", n.router.clone()),
+        (
+            "public network",
+            format!(
+                "{} type {} physnet {} segment {}",
+                n.public_network.name,
+                opt(&n.public_network.network_type),
+                opt(&n.public_network.physical_network),
+                opt(&n.public_network.segmentation_id)
+            ),
+        ),
+        ("public subnet", format!("{} {} gw {} pools {}", us.name, us.cidr, us.gateway, pools(&us.allocation_pools))),
+        ("router gateway", us.allocation_pools.first().map(|(a, _)| a.to_string()).unwrap_or_default()),
+    ]))
+}
+
+/// One difference between DevStack's run and the harness's plan.
+#[derive(Debug)]
+struct Difference {
+    case: String,
+    what: String,
+    devstack: String,
+    harness: String,
+}
+
+fn allowed(d: &Difference, translated: bool) -> bool {
+    ALLOWED.iter().any(|(what, _)| {
+        *what == d.what && (!d.what.ends_with("tenant_network_types") || translated)
+    })
+}
+
+/// Compare one case against one DevStack tree; returns (DevStack's result, differences).
+fn compare(case: &Case, tree: &Path, work: &Path) -> (String, Vec<Difference>) {
+    let conf = localconf::read(&case.conf).expect("readable");
+    let plan = plan::neutron(&conf, &case.world);
+    let out = work.join("devstack");
+    let result = oracle(tree, &case.conf, &out, &case.world, "devstack");
+    let mut diffs = Vec::new();
+    let mut diff = |what: String, devstack: String, harness: String| {
+        if devstack != harness {
+            diffs.push(Difference { case: case.name.clone(), what, devstack, harness });
+        }
+    };
+    if result != "ok" {
+        // DevStack's run dies: the harness must refuse the file too (a lint error,
+        // or Neutron's refusal in the plan), or it would build what DevStack cannot.
+        let errors: Vec<String> = localconf::lint(&conf, &case.world)
+            .into_iter()
+            .filter(|d| d.severity == localconf::Severity::Error)
+            .map(|d| d.rule.to_owned())
+            .collect();
+        let refused = matches!(plan.initial_networks, Outcome::Refused(_) | Outcome::Unsupported { .. });
+        if errors.is_empty() && !refused {
+            diff("outcome".into(), result.clone(), "builds (no lint error, no refusal)".into());
+        }
+        return (result, diffs);
+    }
+    // (a) the datapath keys.
+    for file in [nf::NEUTRON_CONF, nf::ML2_CONF, nf::L3_CONF, nf::DHCP_CONF] {
+        let theirs = datapath_values(&load_ini(&out.join(oracle_file(file))), file);
+        let view = plan.files.iter().find(|f| f.path == file).expect("file");
+        let mut ours_ini = Ini::new();
+        for o in &view.options {
+            ours_ini.with_section(Some(o.section.as_str())).add(o.key.as_str(), o.value.as_str());
+        }
+        let ours = datapath_values(&ours_ini, file);
+        for k in theirs.keys().chain(ours.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let get = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
+            diff(format!("{}:{k}", short(file)), get(&theirs), get(&ours));
+        }
+    }
+    // (b) the initial networks.
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("api.json")).unwrap_or_else(|_| "{}".into())).expect("api.json");
+    match (devstack_networks(&api), predicted_networks(&plan.initial_networks)) {
+        (Some(theirs), Some(ours)) => {
+            for (k, v) in &theirs {
+                diff(format!("networks: {k}"), v.clone(), ours.get(k).cloned().unwrap_or_default());
+            }
+        }
+        (None, None) => {}
+        (theirs, _) => diff(
+            "networks".into(),
+            if theirs.is_some() { "made".into() } else { "none".into() },
+            serde_json::to_string(&plan.initial_networks).expect("serializable"),
+        ),
+    }
+    // (c) the host steps, the harness's own script in the same world.
+    let steps = work.join("host-steps.sh");
+    let script = std::fs::read_to_string(common::root().join("harness/templates/devstack-host-steps.sh")).expect("template");
+    std::fs::write(&steps, format!("{}{script}", plan.host_steps.shell())).expect("write");
+    let hout = work.join("harness");
+    let hresult = oracle(tree, &steps, &hout, &case.world, "harness");
+    let theirs = host_commands(&out.join("host.log"));
+    let ours = host_commands(&hout.join("host.log"));
+    if hresult != "ok" {
+        diff("host steps".into(), "ok".into(), hresult);
+    }
+    // Compared as lists: a command only one side runs is a difference; so is the
+    // order of those both run.
+    for c in ours.iter().filter(|c| !theirs.contains(c)) {
+        diff(format!("host: {c}"), "(not run)".into(), "run".into());
+    }
+    for c in theirs.iter().filter(|c| !ours.contains(c)) {
+        diff(format!("host: {c}"), "run".into(), "(not run)".into());
+    }
+    let both = |l: &[String], other: &[String]| l.iter().filter(|c| other.contains(c)).cloned().collect::<Vec<_>>();
+    let (t, o) = (both(&theirs, &ours), both(&ours, &theirs));
+    if t != o {
+        diff("host steps' order".into(), t.join("; "), o.join("; "));
+    }
+    (result, diffs)
+}
+
+fn run_all(branch: &str) -> (Vec<(String, String)>, Vec<Difference>, usize) {
+    common::require(&[("bwrap", "bubblewrap"), ("gawk", "gawk"), ("uuidgen", "uuid-runtime")]);
+    let tree = trees().join(branch);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cases = cases(tmp.path());
+    let corpus = cases.iter().filter(|c| !c.name.starts_with("scenarios")).count();
+    // Two at a time: each sandbox is one bash, mostly waiting on forks.
+    let results = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(case) = cases.get(i) else { break };
+                let work = tmp.path().join(format!("case-{i}"));
+                let (result, diffs) = compare(case, &tree, &work);
+                results.lock().expect("lock").push((i, case.name.clone(), result, diffs));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("lock");
+    results.sort_by_key(|r| r.0);
+    let mut table = Vec::new();
+    let mut all = Vec::new();
+    for (_, name, result, diffs) in results {
+        table.push((name, result));
+        all.extend(diffs);
+    }
+    (table, all, corpus)
+}
+
+#[test]
+#[ignore = "runs DevStack's own code in bubblewrap sandboxes: needs bubblewrap, gawk, uuid-runtime and DevStack's trees (bash .ci/setup)"]
+fn the_neutron_cloud_builds_what_devstack_zed_builds() {
+    let (table, diffs, corpus) = run_all("zed");
+    assert!(corpus >= 30, "the corpus must hold at least 30 real local.conf files, it holds {corpus}");
+    assert!(ALLOWED.len() <= 10, "the allow-list may hold at most 10 entries");
+    println!("DevStack zed on {} local.conf files:", table.len());
+    for (name, result) in &table {
+        println!("  {result:<60.60}  {name}");
+    }
+    let translated = |case: &str| {
+        let path = common::root().join("harness/tests/data/localconf-corpus").join(case);
+        localconf::read(&path).ok().is_some_and(|conf| {
+            conf.files.iter().any(|f| f.options.iter().any(|o| nf::TRANSLATED_OPTIONS.iter().any(|(s, from, _)| o.section == *s && o.key == *from)))
+        })
+    };
+    let (kept, wrong): (Vec<&Difference>, Vec<&Difference>) = diffs.iter().partition(|d| allowed(d, translated(&d.case)));
+    println!("{} differences kept on purpose (ALLOWED), {} not", kept.len(), wrong.len());
+    let text: Vec<String> =
+        wrong.iter().map(|d| format!("{}: {}\n    DevStack: {}\n    harness:  {}", d.case, d.what, d.devstack, d.harness)).collect();
+    assert!(wrong.is_empty(), "the harness's plan differs from DevStack zed's run:\n{}", text.join("\n"));
+}
+
+#[test]
+#[ignore = "runs DevStack's own code in bubblewrap sandboxes: needs bubblewrap, gawk, uuid-runtime and DevStack's trees (bash .ci/setup)"]
+fn where_devstack_master_would_differ() {
+    let (table, diffs, _) = run_all("master");
+    println!("DevStack master on {} local.conf files; where the neutron cloud (Zed) differs:", table.len());
+    let mut per_case: BTreeMap<&str, Vec<&Difference>> = BTreeMap::new();
+    for d in &diffs {
+        per_case.entry(&d.case).or_default().push(d);
+    }
+    for (case, ds) in &per_case {
+        println!("  {case}:");
+        for d in ds {
+            println!("    {}: master {} / harness {}", d.what, d.devstack, d.harness);
+        }
+    }
+    // Master runs at all on the corpus: a tree that cannot run would make this report empty.
+    assert!(table.iter().filter(|(_, r)| r == "ok").count() >= 10, "DevStack master ran on too few files: {table:?}");
+}
