@@ -7,7 +7,7 @@
 # OVS_BRIDGE PUBLIC_BRIDGE OVS_PHYSICAL_BRIDGE PHYSICAL_NETWORK PUBLIC_INTERFACE
 # PUBLIC_BRIDGE_MTU OVS_DATAPATH_TYPE Q_USE_SECGROUP FLOATING_RANGE
 # Q_USE_PROVIDERNET_FOR_PUBLIC Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE RUN_OVS_AGENT
-# RUN_L3_AGENT EXT_GW_IP CIDR_LEN.
+# RUN_L3_AGENT INITIAL_NETWORKS EXT_GW_IP CIDR_LEN.
 
 # _neutron_ovs_base_add_bridge.
 ds_add_bridge() {
@@ -26,7 +26,8 @@ ds_move_addresses() {
     local from=$1 to=$2 brd gw out
     out=$(ip -f inet r)
     gw=$(awk "/default.+$from\s/ && !done { print \$3; done = 1 }" <<<"$out")
-    out=$(ip -f inet a s dev "$from" scope global primary)
+    # A FROM that does not exist moves nothing (DevStack carries on the same way).
+    out=$(ip -f inet a s dev "$from" scope global primary 2>/dev/null) || out=""
     brd=$(awk '/inet/ && !done { print $2, $3, $4; done = 1 }' <<<"$out")
     if [ -n "$brd" ]; then
         # shellcheck disable=SC2086 # "ADDR brd BRD", as DevStack passes it
@@ -90,10 +91,10 @@ host_steps() {
 # off on the public bridge, and the public subnet's gateway on it unless it is
 # there already.
 assign_gateway() {
-    [ "$RUN_L3_AGENT" = True ] || return 0
+    [ "$RUN_L3_AGENT" = True ] && [ "$INITIAL_NETWORKS" = True ] || return 0
     ovs-vsctl set Bridge "$PUBLIC_BRIDGE" other_config:disable-in-band=true
     local addrs
-    addrs=$(ip addr show dev "$PUBLIC_BRIDGE")
+    addrs=$(ip addr show dev "$PUBLIC_BRIDGE" 2>/dev/null) || addrs=""
     if ! grep -q "$EXT_GW_IP" <<<"$addrs" && { [ "$Q_USE_PROVIDERNET_FOR_PUBLIC" = False ] || [ "$Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE" = True ]; }; then
         ip addr add "$EXT_GW_IP/$CIDR_LEN" dev "$PUBLIC_BRIDGE"
         ip link set "$PUBLIC_BRIDGE" up

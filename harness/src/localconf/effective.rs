@@ -166,7 +166,17 @@ impl Effective {
                     value = format!("{}{value}", eff.get(&asg.name).unwrap_or(""));
                 }
                 if asg.name == "ENABLED_SERVICES" {
-                    eff.services = value.split(',').filter(|s| !s.is_empty()).map(|s| (s.to_owned(), Some(asg.line))).collect();
+                    // `ENABLED_SERVICES+=,x` adds to the services enabled so far
+                    // (stackrc's and enable_service's), `=` replaces them.
+                    let added = eff.expand(&asg.value);
+                    if !asg.append {
+                        eff.services.clear();
+                    }
+                    for s in added.split(',').filter(|s| !s.is_empty()) {
+                        if !eff.services.iter().any(|(n, _)| n == s) {
+                            eff.services.push((s.to_owned(), Some(asg.line)));
+                        }
+                    }
                 }
                 eff.vars.insert(asg.name.clone(), Value { value, origin: Origin::Line(asg.line) });
             } else {

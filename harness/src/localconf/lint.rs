@@ -533,6 +533,37 @@ impl Linter<'_> {
                 );
             }
         }
+        // Shell the harness cannot evaluate: DevStack's bash runs it on the host
+        // (a command substitution) or stops reading localrc there (a bare < or >).
+        let raw: Vec<(String, String, usize)> =
+            self.conf.localrc.assignments.iter().map(|a| (a.name.clone(), a.value.clone(), a.line)).collect();
+        for (name, value, line) in raw {
+            let unquoted = !value.starts_with('"') && !value.starts_with('\'');
+            if value.contains("$(") || value.contains('`') || (unquoted && (value.contains('<') || value.contains('>'))) {
+                let what = if value.contains("$(") || value.contains('`') {
+                    "a command substitution: DevStack's bash runs it on the host, and what it prints there is unknown here"
+                } else {
+                    "a bare < or >: a shell syntax error, and DevStack's `source` of localrc stops at this line"
+                };
+                self.push(
+                    "shell-syntax",
+                    Severity::Error,
+                    line,
+                    format!("{name}={value}: {what}"),
+                    format!("write the value {name} should have"),
+                );
+            }
+        }
+        if self.eff.service_enabled("q-placement") || self.eff.service_enabled("neutron-placement") {
+            let l = self.eff.service_line("q-placement").or(self.eff.service_line("neutron-placement")).unwrap_or(self.default_line);
+            self.push(
+                "unsupported-variable",
+                Severity::Error,
+                l,
+                "q-placement: Neutron's placement service plugin reports to Placement through Keystone, which this cloud does not run".into(),
+                "disable_service q-placement".into(),
+            );
+        }
         if self.eff.get("Q_DVR_MODE") == Some("dvr") {
             let line = self.line_of("Q_DVR_MODE");
             self.push(

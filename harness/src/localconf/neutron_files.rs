@@ -197,6 +197,12 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     if !l3_plugin.is_empty() && !service_plugins.contains(&l3_plugin) {
         service_plugins.push(l3_plugin);
     }
+    // configure_mutnauq's advanced services, in its order.
+    for (services, plugin) in [(["q-trunk", "neutron-trunk"], "trunk"), (["q-qos", "neutron-qos"], "qos")] {
+        if on(&services) && !service_plugins.iter().any(|p| p == plugin) {
+            service_plugins.push(plugin.into());
+        }
+    }
     let service_plugins = service_plugins.join(",");
 
     // _configure_neutron_service, with neutron_plugin_configure_service (ml2).

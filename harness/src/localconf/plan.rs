@@ -109,6 +109,8 @@ pub fn host_steps(eff: &Effective, networks: &Outcome) -> HostSteps {
         Outcome::Created(n) => (n.public_subnet.gateway.to_string(), n.public_subnet.cidr.prefix_len().to_string()),
         _ => (String::new(), String::new()),
     };
+    // create_neutron_initial_network runs the router's host steps only when it runs.
+    vars.push(("INITIAL_NETWORKS".into(), if matches!(networks, Outcome::Created(_)) { "True" } else { "False" }.into()));
     vars.push(("EXT_GW_IP".into(), gw));
     vars.push(("CIDR_LEN".into(), len));
     HostSteps { vars }
