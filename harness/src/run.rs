@@ -192,6 +192,11 @@ impl Run {
                 problems.push(e.to_string());
             }
         }
+        for (pid, name) in self.unrecorded_qemus() {
+            if let Err(e) = crate::vm::qemu::stop(pid, &name, Duration::from_secs(10)) {
+                problems.push(e.to_string());
+            }
+        }
         for &pid in &self.record.helpers {
             // Only a process still running this run's script is ours (pids are reused).
             let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&self.id));
@@ -227,6 +232,18 @@ impl Run {
     }
 
     /// Is anything of this run still there?
+    /// QEMU processes named for this run that its record does not hold: a harness
+    /// killed between spawning QEMU and recording it leaves one. The name is the
+    /// run's own (`vm_name`), so matching it is matching this run.
+    fn unrecorded_qemus(&self) -> Vec<(i32, String)> {
+        let name = vm_name(&self.id);
+        let recorded = match &self.record.vm {
+            Some(VmHandle::Qemu { pid, .. }) => Some(*pid),
+            _ => None,
+        };
+        crate::vm::qemu::harness_processes().into_iter().filter(|(pid, n)| *n == name && Some(*pid) != recorded).collect()
+    }
+
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
         if let Some(vm) = &self.record.vm {
@@ -234,6 +251,7 @@ impl Run {
                 left.push(format!("VM {vm:?}"));
             }
         }
+        left.extend(self.unrecorded_qemus().into_iter().map(|(pid, n)| format!("QEMU pid {pid} ({n}), never recorded")));
         left.extend(self.record.netns.iter().filter(|n| netns_exists(n)).map(|n| format!("netns {n}")));
         left.extend(self.record.taps.iter().filter(|t| link_exists(t)).map(|t| format!("tap {t}")));
         left.extend(

@@ -141,6 +141,48 @@ fn gc_after_sigkill_mid_boot() {
     assert!(left.is_empty(), "after gc, run {id} left: {left:#?}\ngc said: {}", String::from_utf8_lossy(&gc.stdout));
 }
 
+/// The QEMU processes the harness names (`-name dh-RUN`), by name.
+fn harness_qemus() -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if let Some(w) = args.windows(2).find(|w| w[0] == "-name" && w[1].starts_with("dh-")) {
+            out.insert(w[1].clone());
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "boots VMs: needs root, QEMU, libvirt; cargo nextest run --run-ignored all"]
+fn gc_after_sigkill_the_moment_qemu_starts() {
+    require_vm();
+    ensure_image();
+    // Killed as soon as its QEMU process exists: before the harness can have read
+    // QEMU's pidfile and recorded the VM in run.json. gc must still find it (by
+    // the run's own VM name) and stop it.
+    let earlier = harness_qemus();
+    let mut child =
+        harness().args(["up", "--keep", "--backend", "qemu"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("harness up");
+    let start = Instant::now();
+    let name = loop {
+        assert!(start.elapsed() < Duration::from_secs(300), "no QEMU started within 300 s");
+        if let Some(n) = harness_qemus().difference(&earlier).next() {
+            break n.clone();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let id = name.trim_start_matches("dh-").to_owned();
+    let gc = harness().args(["gc"]).output().expect("harness gc");
+    assert!(gc.status.success(), "gc: {}", String::from_utf8_lossy(&gc.stderr));
+    assert!(!harness_qemus().contains(&name), "after gc, QEMU {name} still runs; gc said: {}", String::from_utf8_lossy(&gc.stdout));
+    let left = leftovers(&id);
+    assert!(left.is_empty(), "after gc, run {id} left: {left:#?}\ngc said: {}", String::from_utf8_lossy(&gc.stdout));
+}
+
 /// A `harness up` (without --keep: it owns its run until killed) whose stdout is
 /// read on a thread until it says the run is up.
 fn up_owned(runs: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
