@@ -189,3 +189,44 @@ fn a_default_made_from_a_set_variable_points_at_that_variables_line() {
     let fixed: Vec<_> = plain.iter().filter(|d| d.rule == "fixed-range").collect();
     assert!(fixed.iter().all(|d| d.line == 1), "{fixed:?}");
 }
+
+/// The rules that hold a file to what DevStack does with it (tests/devstack_oracle.rs
+/// holds the harness's reading against DevStack's own code).
+#[test]
+fn devstack_refusals_and_release_differences() {
+    // NETWORK_GATEWAY outside the subnet pool: Neutron refuses, stack.sh dies.
+    let t = with("NETWORK_GATEWAY=", "NETWORK_GATEWAY=15.0.0.1");
+    let d = lint(&t);
+    assert!(has(&d, "network-refused", line_of(&t, "NETWORK_GATEWAY=")), "{d:#?}");
+    let msg = &d.iter().find(|x| x.rule == "network-refused").expect("rule").message;
+    assert!(msg.contains("Cannot allocate requested subnet from the available set of prefixes"), "{msg}");
+    // FIXED_RANGE=10.4.128.0/20 without a gateway is fine: the subnet is the pool's /26.
+    let t = with("NETWORK_GATEWAY=", "NETWORK_GATEWAY=").replace("FIXED_RANGE=10.0.0.0/24", "FIXED_RANGE=10.4.128.0/20");
+    let d = lint(&t);
+    assert!(!d.iter().any(|x| x.severity == Severity::Error), "{d:#?}");
+    // Variables DevStack reads that this cloud does not build.
+    for (line, rule) in [
+        ("Q_USE_PUBLIC_VETH=True", "unsupported-variable"),
+        ("Q_USE_PROVIDER_NETWORKING=True", "unsupported-variable"),
+        ("IP_VERSION=6", "unsupported-variable"),
+        ("Q_DVR_MODE=dvr", "unsupported-variable"),
+        ("NEUTRON_CREATE_INITIAL_NETWORKS=False", "no-initial-networks"),
+        ("HOST_IP=$(hostname -I)", "shell-syntax"),
+    ] {
+        let name = line.split('=').next().expect("name");
+        let t = with(&format!("{name}="), line);
+        let d = lint(&t);
+        assert!(d.iter().any(|x| x.rule == rule && x.severity == Severity::Error), "{line}: expected error[{rule}], saw {d:#?}");
+    }
+    // A compute node's file.
+    let d = lint(&good().replace("enable_service q-svc q-agt", "disable_service q-svc\nenable_service q-agt"));
+    assert!(d.iter().any(|x| x.rule == "node-role"), "{d:#?}");
+    // Warnings: master's option name translated, post-config this cloud does not
+    // apply, a release difference.
+    let t = format!("{}[[post-config|/$Q_PLUGIN_CONF_FILE]]\n[ml2]\nproject_network_types = vxlan\n[[post-config|$NOVA_CONF]]\n[DEFAULT]\nx = 1\n", good());
+    let d = lint(&t);
+    assert!(d.iter().any(|x| x.rule == "option-translated" && x.severity == Severity::Warning), "{d:#?}");
+    assert!(d.iter().any(|x| x.rule == "post-config-ignored" && x.severity == Severity::Warning), "{d:#?}");
+    let d = lint(&with("Q_USE_SECGROUP=", "Q_USE_SECGROUP=False"));
+    assert!(d.iter().any(|x| x.rule == "devstack-release" && x.severity == Severity::Warning), "{d:#?}");
+}

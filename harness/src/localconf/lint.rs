@@ -564,6 +564,28 @@ impl Linter<'_> {
                 "disable_service q-placement".into(),
             );
         }
+        // Where DevStack master (what most users run) would build something else
+        // than Zed, which this cloud builds (tests/devstack_oracle.rs reports them).
+        if self.eff.get("Q_USE_SECGROUP") == Some("False") {
+            let line = self.line_of("Q_USE_SECGROUP");
+            self.push(
+                "devstack-release",
+                Severity::Warning,
+                line,
+                "Q_USE_SECGROUP=False: DevStack master also writes [securitygroup] enable_security_group = False, which removes Neutron's security-group API; Zed, which this cloud builds, only sets the noop firewall".into(),
+                "expect security-group API calls to fail under DevStack master".into(),
+            );
+        }
+        if self.eff.service_enabled("q-qos") || self.eff.service_enabled("neutron-qos") {
+            let line = self.eff.service_line("q-qos").or(self.eff.service_line("neutron-qos")).unwrap_or(self.default_line);
+            self.push(
+                "devstack-release",
+                Severity::Warning,
+                line,
+                "q-qos: DevStack master adds the qos ML2 extension driver; Zed, which this cloud builds, adds only the qos service plugin, so QoS policies are not applied to ports here".into(),
+                "add qos to [ml2] extension_drivers in post-config to get master's behaviour".into(),
+            );
+        }
         if self.eff.get("Q_DVR_MODE") == Some("dvr") {
             let line = self.line_of("Q_DVR_MODE");
             self.push(
