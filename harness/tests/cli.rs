@@ -101,6 +101,34 @@ fn localconf_parse_json() {
     assert_eq!(v["localrc"]["assignments"][0]["name"], "HOST_IP");
 }
 
+#[test]
+fn localconf_neutron_says_what_the_cloud_builds() {
+    // FIXED_RANGE is not DevStack's private subnet: the subnet pool's first /26 is,
+    // and without HOST_IP the OVS agent's local_ip is the default-route NIC's address.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("local.conf");
+    std::fs::write(
+        &conf,
+        "[[local|localrc]]\nQ_AGENT=openvswitch\nQ_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch\nQ_ML2_TENANT_NETWORK_TYPE=vxlan\n\
+         enable_service q-svc q-agt q-dhcp q-l3\nFIXED_RANGE=10.4.128.0/20\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = harness(&["localconf", "neutron", conf.to_str().expect("utf-8"), "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let n = &v["initial_networks"];
+    assert_eq!(n["outcome"], "created", "{n}");
+    assert_eq!(n["private_subnet"]["cidr"], "10.0.0.0/26", "{n}");
+    assert_eq!(n["subnet_pool"]["prefix"], "10.0.0.0/22", "{n}");
+    let ml2 = v["files"].as_array().expect("files").iter().find(|f| f["path"] == "/etc/neutron/plugins/ml2/ml2_conf.ini").expect("ml2").clone();
+    let local_ip = ml2["options"].as_array().expect("options").iter().find(|o| o["key"] == "local_ip").expect("local_ip").clone();
+    assert_eq!(local_ip["value"], "192.168.0.10", "{local_ip}");
+    assert!(local_ip["decided_by"].as_str().expect("text").contains("get_default_host_ip"), "{local_ip}");
+    let (code, text, _) = harness(&["localconf", "neutron", conf.to_str().expect("utf-8")]);
+    assert_eq!(code, 0);
+    assert!(text.contains("subnet private-subnet 10.0.0.0/26 gateway 10.0.0.1"), "{text}");
+}
+
 /// Serves `files` over HTTP on 127.0.0.1 (the only address these tests talk to).
 fn serve(files: Vec<(&'static str, Vec<u8>)>) -> u16 {
     use std::io::{BufRead, Write};

@@ -119,7 +119,10 @@ pub fn host_steps(eff: &Effective, networks: &Outcome) -> HostSteps {
 fn origin_text(eff: &Effective, var: &str) -> String {
     match eff.value(var).map(|v| &v.origin) {
         Some(Origin::Line(l)) => format!("local.conf line {l} ({var})"),
-        Some(Origin::Derived { line, from }) => format!("local.conf line {line} ({from}, through {var})"),
+        Some(Origin::Derived { line, from }) => match eff.value(from).map(|v| &v.origin) {
+            Some(Origin::Detected(_)) => format!("{from} found on the host (get_default_host_ip; ranges from line {line}), through {var}"),
+            _ => format!("local.conf line {line} ({from}, through {var})"),
+        },
         Some(Origin::Detected(inner)) => match inner.line() {
             Some(l) => format!("{var} found on the host (get_default_host_ip; ranges from line {l})"),
             None => format!("{var} found on the host (get_default_host_ip)"),
