@@ -528,3 +528,25 @@ fn where_devstack_master_would_differ() {
     // Master runs at all on the corpus: a tree that cannot run would make this report empty.
     assert!(table.iter().filter(|(_, r)| r == "ok").count() >= 10, "DevStack master ran on too few files: {table:?}");
 }
+
+#[test]
+#[ignore = "needs shellcheck; cargo nextest run --run-ignored all"]
+fn the_oracle_and_the_host_steps_pass_shellcheck() {
+    common::require(&[("shellcheck", "shellcheck")]);
+    let root = common::root();
+    let files = [
+        "harness/tests/oracle/oracle.sh",
+        "harness/tests/oracle/inner.sh",
+        "harness/tests/oracle/stubs/record",
+        "harness/tests/oracle/stubs/ip",
+        "harness/tests/oracle/stubs/sysctl",
+        "harness/tests/oracle/stubs/sudo",
+        "harness/templates/devstack-host-steps.sh",
+    ];
+    for f in files {
+        // The host steps are a fragment included by the clouds' scripts, whose
+        // variables are set above it.
+        let out = Command::new("shellcheck").args(["-s", "bash", "-e", "SC2154"]).arg(root.join(f)).output().expect("shellcheck");
+        assert!(out.status.success(), "{f}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
