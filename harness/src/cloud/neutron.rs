@@ -46,15 +46,17 @@ impl Host2 {
         if site.plan.instance_host != 2 {
             return Ok(None);
         }
+        // The guest's private address, or its public IP (on lo) when the first
+        // host's endpoint is the private one (HOST_IP found on the default-route NIC).
         let first = files.get(neutron_files::ML2_CONF, "ovs", "local_ip").unwrap_or("").to_owned();
-        let local_ip = site.plan.world.guest_address.addr();
-        if first == local_ip.to_string() {
-            return Err(CloudError::Value {
+        let w = &site.plan.world;
+        let local_ip = [w.guest_address.addr(), w.public_ip].into_iter().find(|a| a.to_string() != first).ok_or_else(|| {
+            CloudError::Value {
                 name: "TUNNEL_ENDPOINT_IP".into(),
-                value: first,
-                expected: format!("an address other than the guest's {local_ip}, which the second host's VXLAN endpoint uses"),
-            });
-        }
+                value: first.clone(),
+                expected: "an address of the guest that leaves another for the second host's VXLAN endpoint".into(),
+            }
+        })?;
         Ok(Some(Host2 { host: format!("{}-2", site.plan.world.hostname), local_ip }))
     }
 }
