@@ -116,7 +116,7 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
     let vx = &results["vxlan-second-host"];
     assert_eq!(vx["cloud_facts"]["instance_host"], "devstack-2", "{}", vx["cloud_facts"]);
     assert_eq!(vx["cloud_facts"]["dhcp_lease"]["mtu"], 1450, "{}", vx["cloud_facts"]);
-    // Built on DevStack's defaults (no HOST_IP, no NETWORK_GATEWAY, FIXED_RANGE=10.4.128.0/20):
+    // Built on DevStack's defaults for the tenant network (no NETWORK_GATEWAY, FIXED_RANGE=10.4.128.0/20):
     // the address is the subnet pool's first /26, as DevStack's own run gives it.
     let ip: std::net::Ipv4Addr = vx["cloud_facts"]["dhcp_lease"]["ip"].as_str().expect("lease ip").parse().expect("address");
     let pool: ipnet::Ipv4Net = "10.0.0.0/26".parse().expect("cidr");
