@@ -368,10 +368,16 @@ impl Linter<'_> {
         // The networks as DevStack and Neutron make them: the gateway Neutron picks
         // when none is given, the private subnet from the subnet pool.
         let networks = super::networks::predict(&self.eff);
-        let (gateway, private) = match &networks {
-            super::networks::Outcome::Created(n) => (Some(n.public_subnet.gateway), Some(n.private_subnet.clone())),
-            _ => (None, None),
+        let private = match &networks {
+            super::networks::Outcome::Created(n) => Some(n.private_subnet.clone()),
+            _ => None,
         };
+        // The public subnet's gateway: the one given, else Neutron's (the range's first).
+        let gateway = self
+            .eff
+            .get("PUBLIC_NETWORK_GATEWAY")
+            .and_then(|g| g.trim_matches('"').parse::<Ipv4Addr>().ok())
+            .or_else(|| floating.map(|f| Ipv4Addr::from(u32::from(f.trunc().network()) + 1)));
         self.initial_networks(&networks);
         for name in ["SERVICE_HOST", "HOST_IP"] {
             if self.eff.get(name).is_some_and(|v| !v.is_empty() && !v.contains('$')) {
@@ -427,7 +433,12 @@ impl Linter<'_> {
                         .into_iter()
                         .find(|v| self.eff.value(v).is_some_and(|x| x.origin.line().is_some() && !x.value.is_empty()))
                         .unwrap_or("IPV4_ADDRS_SAFE_TO_USE");
-                    (var, format!("the private subnet {x} (from the subnet pool {pool}, as DevStack makes it; FIXED_RANGE is not used)"))
+                    let made = match self.eff.value(var).map(|v| &v.origin) {
+                        Some(Origin::Derived { line, from }) => format!("made from {from} on line {line}"),
+                        Some(o) => o.line().map_or("DevStack's default".into(), |l| format!("{var} on line {l}")),
+                        None => "DevStack's default".into(),
+                    };
+                    (var, format!("the private subnet {x} (the subnet pool {pool}'s first block, {made}; DevStack does not use FIXED_RANGE for it)"))
                 }
                 None => ("FIXED_RANGE", format!("the private subnet {x} ({})", self.describe("FIXED_RANGE"))),
             };
@@ -483,6 +494,8 @@ impl Linter<'_> {
         use super::networks::Outcome;
         match networks {
             Outcome::Created(_) => {}
+            // The public subnet's own refusals have their rules (public-gateway, allocation-pool).
+            Outcome::Refused(r) if matches!(r.variable, "Q_FLOATING_ALLOCATION_POOL" | "PUBLIC_NETWORK_GATEWAY" | "FLOATING_RANGE") => {}
             Outcome::Refused(r) => {
                 let line = self.line_of(r.variable);
                 let (var, reason) = (r.variable, r.reason.clone());
