@@ -202,9 +202,8 @@ fn load_ini(path: &Path) -> Ini {
 /// Every datapath value of a file: "[section] key" -> value (repeated keys joined).
 fn datapath_values(ini: &Ini, path: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for (file, section, key) in DATAPATH.iter().filter(|(f, _, _)| *f == path) {
+    for (_, section, key) in DATAPATH.iter().filter(|(f, _, _)| *f == path) {
         let Some(props) = ini.section(Some(*section)) else { continue };
-        let _ = file;
         for (k, _) in props.iter() {
             if *key == "*" || k == *key {
                 let all: Vec<&str> = props.get_all(k).collect();

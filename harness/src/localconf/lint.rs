@@ -179,6 +179,7 @@ const OVS_AGENTS: &[(&str, &str, &str)] = &[
 struct Linter<'a> {
     conf: &'a LocalConf,
     eff: Effective,
+    files: super::neutron_files::NeutronFiles,
     world: &'a World,
     out: Vec<Diagnostic>,
     /// Line used for values that come from DevStack's defaults.
@@ -187,7 +188,10 @@ struct Linter<'a> {
 
 pub fn lint(conf: &LocalConf, world: &World) -> Vec<Diagnostic> {
     let default_line = conf.headers.iter().find(|h| h.group == "local" && h.file == "localrc").map(|h| h.line).unwrap_or(1);
-    let mut l = Linter { conf, eff: super::plan::effective(conf, world), world, out: Vec::new(), default_line };
+    let eff = super::plan::effective(conf, world);
+    // The four files as DevStack leaves them, post-config merged: several rules judge them.
+    let files = super::neutron_files::build(conf, &eff);
+    let mut l = Linter { conf, eff, files, world, out: Vec::new(), default_line };
     l.mangled_lines();
     if conf.files.iter().any(|f| f.group == "local" && f.file == "localrc") {
         l.addresses();
@@ -631,7 +635,7 @@ impl Linter<'_> {
                 );
             }
         }
-        let files = super::neutron_files::build(self.conf, &self.eff);
+        let files = self.files.clone();
         for (file, line) in files.ignored.clone() {
             self.push(
                 "post-config-ignored",
@@ -683,16 +687,7 @@ impl Linter<'_> {
             return;
         }
         let line = self.line_of("Q_FLOATING_ALLOCATION_POOL");
-        let mut start = None;
-        let mut end = None;
-        for part in raw.split(',') {
-            match part.split_once('=') {
-                Some(("start", v)) => start = v.trim().parse::<Ipv4Addr>().ok(),
-                Some(("end", v)) => end = v.trim().parse::<Ipv4Addr>().ok(),
-                _ => {}
-            }
-        }
-        let (Some(s), Some(e)) = (start, end) else {
+        let Some((s, e)) = super::networks::parse_pool(&raw) else {
             self.push(
                 "malformed-address",
                 Severity::Error,
@@ -818,7 +813,7 @@ impl Linter<'_> {
         }
         // Judged on ml2_conf.ini as DevStack leaves it: a [[post-config]] section
         // merged over Q_ML2_PLUGIN_MECHANISM_DRIVERS decides.
-        let files = super::neutron_files::build(self.conf, &self.eff);
+        let files = self.files.clone();
         let ml2 = super::neutron_files::ML2_CONF;
         let mech = files.get(ml2, "ml2", "mechanism_drivers").unwrap_or("").to_owned();
         if !mech.split(',').any(|m| m.trim() == "openvswitch") {
