@@ -276,6 +276,20 @@ impl Cloud for Neutron {
             CHANGE_TIMEOUT + Duration::from_secs(30),
         )
         .await?;
+        // The L3 agent plugs qr- and qg- into br-int, and the OVS agent gives them
+        // their VLAN tag later (under load, minutes later): until then the router
+        // answers nothing. The floating IP's NAT rules do not say so, the ports'
+        // status does; a state saved before it would be a cloud without a router.
+        for (what, port_id) in [("router interface", &nets.int_port_id), ("router gateway", &nets.gw_port_id)] {
+            site.progress.message(&format!("neutron: waiting for the OVS agent to wire the {what} port"));
+            let _: serde_json::Value = json_step(
+                site,
+                &format!("{what} active"),
+                &[API, "wait-port", port_id, "ACTIVE", &CHANGE_TIMEOUT.as_secs().to_string()],
+                CHANGE_TIMEOUT + Duration::from_secs(30),
+            )
+            .await?;
+        }
         let _ = std::fs::write(site.log("dhcp-lease.json"), serde_json::to_vec_pretty(&lease).expect("serializable"));
 
         let version =

@@ -166,8 +166,9 @@ pub async fn run_vm(
 }
 
 /// Everything that decides a VM group's prepared state besides the image, the
-/// accelerator and QEMU (which `boot` adds): the harness, the group's shared
-/// settings, the first scenario's host recipe, the local.conf, templates, scripts.
+/// accelerator and QEMU (which `boot` adds): the harness and its code that builds
+/// states, the group's shared settings, the first scenario's host recipe, the
+/// local.conf, templates, scripts.
 pub fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result<serde_json::Value, RenderError> {
     let local_conf = renderer.local_conf(first)?;
     // What the harness's Rust derives from the local.conf (the Neutron files, the
@@ -176,6 +177,8 @@ pub fn warm_inputs(first: &Plan, kind: CloudKind, renderer: &Renderer) -> Result
     Ok(serde_json::json!({
         "derived": derived,
         "harness": env!("CARGO_PKG_VERSION"),
+        // The code that builds a state (harness/build.rs).
+        "code": env!("HARNESS_STATE_CODE"),
         "group": share_key(first, kind),
         "host_recipe": renderer.host_recipe(first)?,
         "local_conf": local_conf,
