@@ -59,6 +59,14 @@ enum Dev {
     Prefix(&'static str),
     /// The namespace's one device besides lo (the instance's port).
     NotLo,
+    /// The host's uplink: the device that holds the guest's address, else the
+    /// guest NIC named here. With `PUBLIC_INTERFACE` naming the NIC, DevStack moves
+    /// the address to br-ex and makes the NIC a port of it, and the host's
+    /// packets to and from the cloud are routed through br-ex.
+    Uplink {
+        addr: String,
+        nic: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,8 +150,11 @@ fn zone_hops(z: Zone, out: bool, part: Part, plan: &Plan, at: &Places) -> Vec<Ho
         ],
         Zone::Host => {
             let (nat, dev_in, dev_out) = if out { ("POSTROUTING", &br, &nic) } else { ("PREROUTING", &nic, &br) };
-            let hop_in = iface(dev_in, Ns::Host, Dev::Named(if out { w.ovs_bridge.clone() } else { w.guest_nic.clone() }), true);
-            let hop_out = iface(dev_out, Ns::Host, Dev::Named(if out { w.guest_nic.clone() } else { w.ovs_bridge.clone() }), false);
+            let uplink = Dev::Uplink { addr: w.guest_address.addr().to_string(), nic: w.guest_nic.clone() };
+            let bridge = Dev::Named(w.ovs_bridge.clone());
+            let (d_in, d_out) = if out { (bridge, uplink) } else { (uplink, bridge) };
+            let hop_in = iface(dev_in, Ns::Host, d_in, true);
+            let hop_out = iface(dev_out, Ns::Host, d_out, false);
             match part {
                 // The host as an end: the interface towards the other end only.
                 Part::Start => vec![hop_out],
@@ -296,6 +307,12 @@ impl NsCounters {
             Dev::Named(n) => self.ifs.contains_key(n).then(|| n.clone()),
             Dev::Prefix(p) => self.ifs.keys().find(|k| k.starts_with(p)).cloned(),
             Dev::NotLo => self.ifs.keys().find(|k| *k != "lo").cloned(),
+            Dev::Uplink { addr, nic } => self
+                .addrs
+                .iter()
+                .find(|(_, a)| a == addr)
+                .map(|(d, _)| d.clone())
+                .or_else(|| self.ifs.contains_key(nic).then(|| nic.clone())),
         }
     }
 }
@@ -411,10 +428,12 @@ fn where_(n: &NsCounters) -> String {
 }
 
 /// conntrack's newest entry in `n` for a flow to `addr` (before or after a DNAT):
-/// (original source, original destination, reply source, reply destination).
+/// (original source, original destination, reply source, reply destination). A
+/// flow that never completed comes first: a traced probe's did not, while an
+/// earlier check's to the same address (the host's own, say) may have.
 fn ct_flow(n: &NsCounters, addr: Ipv4Addr) -> Option<[Ipv4Addr; 4]> {
     let a = addr.to_string();
-    n.ct.iter().rev().find_map(|l| {
+    let flow = |l: &String| {
         let v: Vec<Ipv4Addr> = l
             .split_whitespace()
             .filter_map(|f| f.strip_prefix("src=").or_else(|| f.strip_prefix("dst=")))
@@ -422,7 +441,9 @@ fn ct_flow(n: &NsCounters, addr: Ipv4Addr) -> Option<[Ipv4Addr; 4]> {
             .collect();
         let q: [Ipv4Addr; 4] = v.get(..4)?.try_into().ok()?;
         (q[1].to_string() == a || q[2].to_string() == a).then_some(q)
-    })
+    };
+    let unassured = n.ct.iter().rev().filter(|l| !l.contains("[ASSURED]")).find_map(flow);
+    unassured.or_else(|| n.ct.iter().rev().find_map(flow))
 }
 
 /// `ip route get` in a namespace: where the kernel would send `dst`.

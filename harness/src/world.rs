@@ -16,6 +16,9 @@ pub struct World {
     pub guest_gateway: Ipv4Addr,
     pub hostname: String,
     pub provider_bridge: String,
+    /// Whether the host recipe makes the Linux bridge (`[host_recipe] bridge`); without
+    /// it br-ex itself is the provider network, as in DevStack's all-in-one.
+    pub provider_bridge_made: bool,
     pub provider_address: Ipv4Net,
     pub floating_range: Ipv4Net,
     pub public_gateway: Ipv4Addr,

@@ -120,7 +120,8 @@ fn localconf_neutron_says_what_the_cloud_builds() {
     assert_eq!(n["outcome"], "created", "{n}");
     assert_eq!(n["private_subnet"]["cidr"], "10.0.0.0/26", "{n}");
     assert_eq!(n["subnet_pool"]["prefix"], "10.0.0.0/22", "{n}");
-    let ml2 = v["files"].as_array().expect("files").iter().find(|f| f["path"] == "/etc/neutron/plugins/ml2/ml2_conf.ini").expect("ml2").clone();
+    let ml2 =
+        v["files"].as_array().expect("files").iter().find(|f| f["path"] == "/etc/neutron/plugins/ml2/ml2_conf.ini").expect("ml2").clone();
     let local_ip = ml2["options"].as_array().expect("options").iter().find(|o| o["key"] == "local_ip").expect("local_ip").clone();
     assert_eq!(local_ip["value"], "192.168.0.10", "{local_ip}");
     assert!(local_ip["decided_by"].as_str().expect("text").contains("get_default_host_ip"), "{local_ip}");
@@ -269,9 +270,11 @@ fn list_and_shard() {
             "repro-ovs-bridge-no-address",
             "repro-rp-filter-strict",
             "tempest-basic-ops",
-            // Listed by VM group: each that reboots its guest has its own.
+            // Listed by VM group: each that reboots its guest has its own, as has
+            // one with a local.conf of its own.
             "repro-reboot-not-persisted",
-            "repro-reboot-persisted"
+            "repro-reboot-persisted",
+            "repro-single-nic-public-interface"
         ]
     );
     // A VM group goes to one shard whole: twelve scenarios share one VM, each
@@ -280,9 +283,9 @@ fn list_and_shard() {
         let (_, out, _) = harness_at_root(&["list", "--format", "json", "--shard", s]);
         serde_json::from_str::<serde_json::Value>(&out).expect("json")["scenarios"].as_array().expect("array").len()
     };
-    assert_eq!(shard("1/2") + shard("2/2"), 14);
-    assert!([12, 13, 14].contains(&shard("1/2").max(shard("2/2"))), "the twelve that share a VM stay together");
-    assert_eq!(shard("1/1"), 14);
+    assert_eq!(shard("1/2") + shard("2/2"), 15);
+    assert!([12, 13, 14, 15].contains(&shard("1/2").max(shard("2/2"))), "the twelve that share a VM stay together");
+    assert_eq!(shard("1/1"), 15);
 }
 
 #[test]

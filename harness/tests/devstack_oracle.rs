@@ -250,7 +250,9 @@ fn devstack_networks(api: &serde_json::Value) -> Option<BTreeMap<&'static str, S
     let sub_of = |net: &serde_json::Value| subnets.iter().find(|s| s["network_id"] == net["id"]).cloned();
     let (ps, us) = (sub_of(private)?, sub_of(public)?);
     let pools = |s: &serde_json::Value| {
-        s["allocation_pools"].as_array().map(|a| a.iter().map(|p| format!("{}-{}", p["start"], p["end"]).replace('"', "")).collect::<Vec<_>>().join(","))
+        s["allocation_pools"]
+            .as_array()
+            .map(|a| a.iter().map(|p| format!("{}-{}", p["start"], p["end"]).replace('"', "")).collect::<Vec<_>>().join(","))
     };
     let pool = arr("subnet_pools").into_iter().find(|p| ps["subnetpool_id"] == p["id"]);
     let router = arr("routers").into_iter().next()?;
@@ -316,6 +318,17 @@ struct Difference {
     what: String,
     devstack: String,
     harness: String,
+    /// The case's post-config sets an option the harness translates for Zed.
+    translated: bool,
+}
+
+/// Whether the file's post-config sets an option by a name the harness translates.
+fn translates(conf: &Path) -> bool {
+    localconf::read(conf).ok().is_some_and(|conf| {
+        conf.files
+            .iter()
+            .any(|f| f.options.iter().any(|o| nf::TRANSLATED_OPTIONS.iter().any(|(s, from, _)| o.section == *s && o.key == *from)))
+    })
 }
 
 fn allowed(d: &Difference, translated: bool) -> bool {
@@ -342,7 +355,7 @@ fn compare(case: &Case, tree: &Path, work: &Path) -> (String, Vec<Difference>) {
     let mut diffs = Vec::new();
     let mut diff = |what: String, devstack: String, harness: String| {
         if devstack != harness {
-            diffs.push(Difference { case: case.name.clone(), what, devstack, harness });
+            diffs.push(Difference { case: case.name.clone(), what, devstack, harness, translated: translates(&case.conf) });
         }
     };
     if result != "ok" {
@@ -424,7 +437,8 @@ fn compare(case: &Case, tree: &Path, work: &Path) -> (String, Vec<Difference>) {
     for c in theirs.iter().filter(|c| !ours.contains(c)) {
         diff(format!("host: {c}"), "run".into(), "(not run)".into());
     }
-    let both = |l: &[String], other: &[String]| l.iter().filter(|c| other.contains(c) && !c.starts_with("ipv6 ")).cloned().collect::<Vec<_>>();
+    let both =
+        |l: &[String], other: &[String]| l.iter().filter(|c| other.contains(c) && !c.starts_with("ipv6 ")).cloned().collect::<Vec<_>>();
     let (t, o) = (both(&theirs, &ours), both(&ours, &theirs));
     if t != o {
         diff("host steps' order".into(), t.join("; "), o.join("; "));
@@ -473,13 +487,7 @@ fn the_neutron_cloud_builds_what_devstack_zed_builds() {
     for (name, result) in &table {
         println!("  {result:<60.60}  {name}");
     }
-    let translated = |case: &str| {
-        let path = common::root().join("harness/tests/data/localconf-corpus").join(case);
-        localconf::read(&path).ok().is_some_and(|conf| {
-            conf.files.iter().any(|f| f.options.iter().any(|o| nf::TRANSLATED_OPTIONS.iter().any(|(s, from, _)| o.section == *s && o.key == *from)))
-        })
-    };
-    let (kept, wrong): (Vec<&Difference>, Vec<&Difference>) = diffs.iter().partition(|d| allowed(d, translated(&d.case)));
+    let (kept, wrong): (Vec<&Difference>, Vec<&Difference>) = diffs.iter().partition(|d| allowed(d, d.translated));
     println!("{} differences kept on purpose (ALLOWED), {} not", kept.len(), wrong.len());
     let text: Vec<String> =
         wrong.iter().map(|d| format!("{}: {}\n    DevStack: {}\n    harness:  {}", d.case, d.what, d.devstack, d.harness)).collect();

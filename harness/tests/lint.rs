@@ -87,10 +87,24 @@ fn bridges_disagreeing() {
     assert!(has(&lint(&t), "bridge-mappings", line_of(&t, "OVS_BRIDGE_MAPPINGS=")));
 }
 
+/// Both other modes build as DevStack builds them: warned with what DevStack does
+/// to this host, never refused.
 #[test]
 fn public_interface() {
+    let warned = |t: &str, line: usize| -> String {
+        let diags = lint(t);
+        assert!(diags.iter().all(|d| d.severity != Severity::Error), "{diags:#?}");
+        let d = diags.iter().find(|d| d.rule == "public-interface").unwrap_or_else(|| panic!("no public-interface in {diags:#?}"));
+        assert_eq!((d.severity, d.line), (Severity::Warning, line), "{d:#?}");
+        d.message.clone()
+    };
     let t = with("PUBLIC_INTERFACE=", "PUBLIC_INTERFACE=eth0");
-    assert!(has(&lint(&t), "public-interface", line_of(&t, "PUBLIC_INTERFACE=")));
+    let m = warned(&t, line_of(&t, "PUBLIC_INTERFACE="));
+    assert!(m.contains("the host's own NIC") && m.contains("192.168.0.10/24") && m.contains("mybr0 stays outside br-ex"), "{m}");
+    let t = with("PUBLIC_INTERFACE=", "PUBLIC_INTERFACE=ens3");
+    assert!(warned(&t, line_of(&t, "PUBLIC_INTERFACE=")).contains("which this host does not have"));
+    let t = with("PUBLIC_INTERFACE=", "");
+    assert!(warned(&t, 1).contains("masquerades the floating range on the default-route device"));
 }
 
 #[test]
@@ -230,7 +244,10 @@ fn devstack_refusals_and_release_differences() {
     assert!(d.iter().any(|x| x.rule == "node-role"), "{d:#?}");
     // Warnings: master's option name translated, post-config this cloud does not
     // apply, a release difference.
-    let t = format!("{}[[post-config|/$Q_PLUGIN_CONF_FILE]]\n[ml2]\nproject_network_types = vxlan\n[[post-config|$NOVA_CONF]]\n[DEFAULT]\nx = 1\n", good());
+    let t = format!(
+        "{}[[post-config|/$Q_PLUGIN_CONF_FILE]]\n[ml2]\nproject_network_types = vxlan\n[[post-config|$NOVA_CONF]]\n[DEFAULT]\nx = 1\n",
+        good()
+    );
     let d = lint(&t);
     assert!(d.iter().any(|x| x.rule == "option-translated" && x.severity == Severity::Warning), "{d:#?}");
     assert!(d.iter().any(|x| x.rule == "post-config-ignored" && x.severity == Severity::Warning), "{d:#?}");

@@ -207,7 +207,6 @@ fn volatile_names(router_id: &str, gw: &str, int: &str, vm: &str) -> Vec<(String
 /// names and addresses Neutron would pick.
 #[derive(Debug, Clone, Serialize)]
 pub struct CloudValues {
-    pub public_interface: String,
     pub ovs_physical_bridge: String,
     pub physical_network: String,
     pub floating_prefix: u8,
@@ -274,7 +273,6 @@ impl CloudValues {
         // are derived from the run id so that each run's names are its own.
         let id = |tag: &str| format!("{tag}{run_id}")[..11].to_owned();
         Ok(CloudValues {
-            public_interface: value(&eff, "PUBLIC_INTERFACE")?,
             ovs_physical_bridge: value(&eff, "OVS_PHYSICAL_BRIDGE")?,
             physical_network: physnet.into(),
             floating_prefix: networks.public_subnet.cidr.prefix_len(),

@@ -50,13 +50,12 @@ impl Host2 {
         // host's endpoint is the private one (HOST_IP found on the default-route NIC).
         let first = files.get(neutron_files::ML2_CONF, "ovs", "local_ip").unwrap_or("").to_owned();
         let w = &site.plan.world;
-        let local_ip = [w.guest_address.addr(), w.public_ip].into_iter().find(|a| a.to_string() != first).ok_or_else(|| {
-            CloudError::Value {
+        let local_ip =
+            [w.guest_address.addr(), w.public_ip].into_iter().find(|a| a.to_string() != first).ok_or_else(|| CloudError::Value {
                 name: "TUNNEL_ENDPOINT_IP".into(),
                 value: first.clone(),
                 expected: "an address of the guest that leaves another for the second host's VXLAN endpoint".into(),
-            }
-        })?;
+            })?;
         Ok(Some(Host2 { host: format!("{}-2", site.plan.world.hostname), local_ip }))
     }
 }

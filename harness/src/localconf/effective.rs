@@ -237,10 +237,8 @@ impl Effective {
         let Some(host) = host.filter(|_| set.is_empty() || set == "dhcp") else { return };
         let range = |n: &str| self.get(n).and_then(|v| v.trim_matches('"').parse::<ipnet::Ipv4Net>().ok());
         let (fixed, floating) = (range("FIXED_RANGE"), range("FLOATING_RANGE"));
-        let found = host
-            .default_route_addrs
-            .iter()
-            .find(|a| !fixed.is_some_and(|n| n.contains(*a)) && !floating.is_some_and(|n| n.contains(*a)));
+        let found =
+            host.default_route_addrs.iter().find(|a| !fixed.is_some_and(|n| n.contains(*a)) && !floating.is_some_and(|n| n.contains(*a)));
         let value = found.map(|a| a.to_string()).unwrap_or_default();
         let origin = self.deciding_origin(&["FIXED_RANGE".to_owned(), "FLOATING_RANGE".to_owned()]);
         self.vars.insert("HOST_IP".into(), Value { value, origin: Origin::Detected(Box::new(origin)) });

@@ -467,7 +467,13 @@ impl Linter<'_> {
             }
             if x.contains(&w.public_ip) {
                 let line = self.line_of(var);
-                self.push("fixed-range", Severity::Error, line, format!("{what} holds the public IP {}", w.public_ip), format!("set {var} to a range apart from {}", w.public_ip));
+                self.push(
+                    "fixed-range",
+                    Severity::Error,
+                    line,
+                    format!("{what} holds the public IP {}", w.public_ip),
+                    format!("set {var} to a range apart from {}", w.public_ip),
+                );
             }
         }
         let ipv = self.eff.get("IP_VERSION").unwrap_or("").to_owned();
@@ -477,7 +483,10 @@ impl Linter<'_> {
                 "unsupported-variable",
                 Severity::Error,
                 line,
-                format!("{}: DevStack then builds no IPv4 subnet, and this cloud builds IPv6 networks not yet", self.describe("IP_VERSION")),
+                format!(
+                    "{}: DevStack then builds no IPv4 subnet, and this cloud builds IPv6 networks not yet",
+                    self.describe("IP_VERSION")
+                ),
                 "set IP_VERSION=4 (or 4+6: the IPv4 half is built)".into(),
             );
         } else if ipv != "4" {
@@ -577,7 +586,8 @@ impl Linter<'_> {
                 "unsupported-variable",
                 Severity::Error,
                 l,
-                "q-placement: Neutron's placement service plugin reports to Placement through Keystone, which this cloud does not run".into(),
+                "q-placement: Neutron's placement service plugin reports to Placement through Keystone, which this cloud does not run"
+                    .into(),
                 "disable_service q-placement".into(),
             );
         }
@@ -669,7 +679,8 @@ impl Linter<'_> {
         let tunnels = files.get(ml2, "agent", "tunnel_types").unwrap_or("").to_owned();
         for t in tenant.split(',').map(str::trim).filter(|t| *t == "vxlan" || *t == "gre") {
             if !tunnels.split(',').any(|x| x.trim() == t) && self.eff.service_enabled("q-agt") {
-                let line = files.merged_line(ml2, "ml2", "tenant_network_types").unwrap_or_else(|| self.line_of("Q_ML2_TENANT_NETWORK_TYPE"));
+                let line =
+                    files.merged_line(ml2, "ml2", "tenant_network_types").unwrap_or_else(|| self.line_of("Q_ML2_TENANT_NETWORK_TYPE"));
                 self.push(
                     "tunnel-types",
                     Severity::Error,
@@ -768,32 +779,43 @@ impl Linter<'_> {
             Some(br) if !phys.is_empty() && br != phys => self.push("bridge-mappings", Severity::Error, line, format!("OVS_BRIDGE_MAPPINGS maps {physnet:?} to {br:?} but OVS_PHYSICAL_BRIDGE is {phys:?}"), format!("set OVS_BRIDGE_MAPPINGS={physnet}:{phys}")),
             _ => {}
         }
-        match self.eff.get("PUBLIC_INTERFACE") {
-            Some(pi) if pi == w.provider_bridge => {}
-            Some(pi) => {
-                let pi = pi.to_owned();
-                let line = self.line_of("PUBLIC_INTERFACE");
-                self.push(
-                    "public-interface",
-                    Severity::Error,
-                    line,
-                    format!(
-                        "PUBLIC_INTERFACE is {pi:?}, not the provider bridge {:?}: DevStack would move {pi}'s address to {phys} instead",
-                        w.provider_bridge
-                    ),
-                    format!("set PUBLIC_INTERFACE={}", w.provider_bridge),
+        // Both other modes build (DevStack runs them), so they are warnings that
+        // say what DevStack does to this host instead.
+        let br = if phys.is_empty() { w.ovs_bridge.clone() } else { phys };
+        let hint = if w.provider_bridge_made {
+            format!("set PUBLIC_INTERFACE={} to bridge the provider network into {br}", w.provider_bridge)
+        } else {
+            format!("leave PUBLIC_INTERFACE unset: {br} then holds the public gateway {}", w.public_gateway)
+        };
+        let outside = format!(
+            "the provider bridge {} stays outside {br}, so the host's way to the floating range {} (through {0}) does not reach the router",
+            w.provider_bridge, w.floating_range
+        );
+        let pi = self.eff.get("PUBLIC_INTERFACE").map(str::to_owned);
+        let line = self.line_of("PUBLIC_INTERFACE");
+        match pi {
+            // DevStack's all-in-one: no Linux bridge, br-ex is the provider network.
+            None if !w.provider_bridge_made => {}
+            Some(pi) if pi == w.provider_bridge && w.provider_bridge_made => {}
+            Some(pi) if pi == w.guest_nic => {
+                let what = format!(
+                    "PUBLIC_INTERFACE is {pi:?}, the host's own NIC: DevStack moves its address {} and the default route to {br} and adds {pi} to {br}; {}",
+                    w.guest_address,
+                    if w.provider_bridge_made { outside } else { format!("the floating IPs are then on the cloud's network behind {pi}") }
                 );
+                self.push("public-interface", Severity::Warning, line, what, hint);
+            }
+            Some(pi) => {
+                let what = format!("PUBLIC_INTERFACE is {pi:?}, which this host does not have: DevStack moves no address and adds a missing port to {br}{}",
+                    if w.provider_bridge_made { format!("; {outside}") } else { String::new() });
+                self.push("public-interface", Severity::Warning, line, what, hint);
             }
             None => self.push(
                 "public-interface",
-                Severity::Error,
+                Severity::Warning,
                 self.default_line,
-                format!(
-                    "PUBLIC_INTERFACE is unset: DevStack leaves the provider bridge {} out of {}, so floating IPs never reach it",
-                    w.provider_bridge,
-                    if phys.is_empty() { &w.ovs_bridge } else { &phys }
-                ),
-                format!("set PUBLIC_INTERFACE={}", w.provider_bridge),
+                format!("PUBLIC_INTERFACE is unset: DevStack adds no interface to {br} and masquerades the floating range on the default-route device; {outside}"),
+                hint,
             ),
         }
     }

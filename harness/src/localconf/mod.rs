@@ -6,8 +6,8 @@ pub mod effective;
 pub mod lint;
 pub mod networks;
 pub mod neutron_files;
-pub mod plan;
 pub mod parse;
+pub mod plan;
 
 pub use lint::{lint, Diagnostic, Severity};
 pub use parse::{parse, LocalConf};

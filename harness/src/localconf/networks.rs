@@ -66,10 +66,15 @@ pub struct Refusal {
 pub enum Outcome {
     Created(Box<InitialNetworks>),
     /// `NEUTRON_CREATE_INITIAL_NETWORKS` is not True or no q-svc runs here.
-    NotCreated { why: String },
+    NotCreated {
+        why: String,
+    },
     Refused(Refusal),
     /// DevStack builds something this cloud does not (the provider-network topology).
-    Unsupported { variable: &'static str, why: String },
+    Unsupported {
+        variable: &'static str,
+        why: String,
+    },
 }
 
 /// Neutron's default allocation pools (neutron/ipam/utils.py `generate_pools`):
@@ -100,10 +105,10 @@ pub fn parse_pool(raw: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
 
 fn net(eff: &Effective, name: &'static str) -> Result<Ipv4Net, Refusal> {
     let raw = eff.get(name).unwrap_or("");
-    raw.trim_matches('"').parse::<Ipv4Net>().map(|n| n.trunc()).map_err(|_| Refusal {
-        variable: name,
-        reason: format!("Invalid input for cidr: '{raw}' is not a valid IP subnet."),
-    })
+    raw.trim_matches('"')
+        .parse::<Ipv4Net>()
+        .map(|n| n.trunc())
+        .map_err(|_| Refusal { variable: name, reason: format!("Invalid input for cidr: '{raw}' is not a valid IP subnet.") })
 }
 
 fn addr(eff: &Effective, name: &'static str) -> Result<Option<Ipv4Addr>, Refusal> {
@@ -224,8 +229,7 @@ fn created(eff: &Effective) -> Result<InitialNetworks, Refusal> {
         segmentation_id: eff.get("PUBLIC_PROVIDERNET_SEGMENTATION_ID").filter(|s| providernet && !s.is_empty()).map(str::to_owned),
     };
     let floating = net(eff, "FLOATING_RANGE")?;
-    let public_gateway =
-        addr(eff, "PUBLIC_NETWORK_GATEWAY")?.unwrap_or_else(|| Ipv4Addr::from(u32::from(floating.network()) + 1));
+    let public_gateway = addr(eff, "PUBLIC_NETWORK_GATEWAY")?.unwrap_or_else(|| Ipv4Addr::from(u32::from(floating.network()) + 1));
     check_gateway("PUBLIC_NETWORK_GATEWAY", floating, public_gateway)?;
     let raw_pool = v("Q_FLOATING_ALLOCATION_POOL");
     let allocation_pools = if raw_pool.is_empty() {

@@ -181,7 +181,10 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     let rootwrap_daemon = trueorfalse(eff, "Q_USE_ROOTWRAP_DAEMON", true);
     let mut w = Writer {
         files: vec![
-            ConfFile { path: NEUTRON_CONF, ini: Ini::load_from_str(BASE_NEUTRON_CONF).expect("templates/neutron/neutron.conf is valid INI") },
+            ConfFile {
+                path: NEUTRON_CONF,
+                ini: Ini::load_from_str(BASE_NEUTRON_CONF).expect("templates/neutron/neutron.conf is valid INI"),
+            },
             ConfFile { path: ML2_CONF, ini: Ini::new() },
             ConfFile { path: L3_CONF, ini: Ini::new() },
             ConfFile { path: DHCP_CONF, ini: Ini::new() },
@@ -191,8 +194,7 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     // The order is Zed's configure_mutnauq (lib/neutron-legacy): a later iniset of
     // the same key wins, as it does there.
     // neutron_plugin_configure_common: the L3 plugin joins Q_SERVICE_PLUGIN_CLASSES.
-    let mut service_plugins: Vec<String> =
-        v("Q_SERVICE_PLUGIN_CLASSES").split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let mut service_plugins: Vec<String> = v("Q_SERVICE_PLUGIN_CLASSES").split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     let l3_plugin = eff.get("ML2_L3_PLUGIN").unwrap_or("router").to_owned();
     if !l3_plugin.is_empty() && !service_plugins.contains(&l3_plugin) {
         service_plugins.push(l3_plugin);
@@ -248,7 +250,12 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         let secgroup = v("Q_USE_SECGROUP") == "True";
         let fw = if secgroup { "neutron.agent.not.a.real.FirewallDriver" } else { "neutron.agent.firewall.NoopFirewallDriver" };
         w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
-        w.populate(ML2_CONF, "ml2", &format!("mechanism_drivers={}", v("Q_ML2_PLUGIN_MECHANISM_DRIVERS")), "Q_ML2_PLUGIN_MECHANISM_DRIVERS");
+        w.populate(
+            ML2_CONF,
+            "ml2",
+            &format!("mechanism_drivers={}", v("Q_ML2_PLUGIN_MECHANISM_DRIVERS")),
+            "Q_ML2_PLUGIN_MECHANISM_DRIVERS",
+        );
         w.populate(ML2_CONF, "ml2", &format!("overlay_ip_version={}", v("TUNNEL_IP_VERSION")), "TUNNEL_IP_VERSION");
         if !v("Q_ML2_PLUGIN_TYPE_DRIVERS").is_empty() {
             w.populate(ML2_CONF, "ml2", &format!("type_drivers={}", v("Q_ML2_PLUGIN_TYPE_DRIVERS")), "Q_ML2_PLUGIN_TYPE_DRIVERS");
@@ -263,12 +270,24 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         w.populate(ML2_CONF, "ml2", &srv_extra, "Q_ML2_TENANT_NETWORK_TYPE");
         w.populate(ML2_CONF, "ml2_type_gre", &gre_opts, "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS");
         let vni = format!("vni_ranges={}", v("TENANT_TUNNEL_RANGES"));
-        w.populate(ML2_CONF, "ml2_type_vxlan", &type_options(eff, "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS", vni.clone()), "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS");
+        w.populate(
+            ML2_CONF,
+            "ml2_type_vxlan",
+            &type_options(eff, "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS", vni.clone()),
+            "Q_ML2_PLUGIN_VXLAN_TYPE_OPTIONS",
+        );
         w.populate(ML2_CONF, "ml2_type_flat", &flat_opts, "PHYSICAL_NETWORK");
         w.populate(ML2_CONF, "ml2_type_vlan", &vlan_opts, "ML2_VLAN_RANGES");
-        w.populate(ML2_CONF, "ml2_type_geneve", &type_options(eff, "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", vni), "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS");
+        w.populate(
+            ML2_CONF,
+            "ml2_type_geneve",
+            &type_options(eff, "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", vni),
+            "Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS",
+        );
         if v("Q_DVR_MODE") != "legacy" {
-            for (k, val) in [("l2_population", "True"), ("tunnel_types", "vxlan"), ("enable_distributed_routing", "True"), ("arp_responder", "True")] {
+            for (k, val) in
+                [("l2_population", "True"), ("tunnel_types", "vxlan"), ("enable_distributed_routing", "True"), ("arp_responder", "True")]
+            {
                 w.set(ML2_CONF, "agent", k, val, "Q_DVR_MODE");
             }
         }
@@ -342,7 +361,6 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     }
     w.set(NEUTRON_CONF, "DEFAULT", "rpc_state_report_workers", "0", "");
     let Writer { mut files, decided } = w;
-
 
     // merge_config_group post-config: each option in the file's section, values
     // expanded by the shell; a key given more than once becomes a multi-valued one.

@@ -532,12 +532,13 @@ mod tests {
     async fn shipped_scenarios_send_these_commands_in_this_order() {
         let plans = shipped();
         let groups = super::super::groups(&plans, |p| p.cloud);
-        let reboots = plans.iter().filter(|p| p.checks.iter().any(|c| c.host_reboot)).count();
-        assert_eq!(groups.len(), 1 + reboots, "the shipped scenarios share one VM, but each that reboots it");
+        // Own VMs: each that reboots it, each with a local.conf of its own.
+        let own = plans.iter().filter(|p| p.checks.iter().any(|c| c.host_reboot) || !p.devstack.values.is_empty()).count();
+        assert_eq!(groups.len(), 1 + own, "the shipped scenarios share one VM, but each that reboots it or has its own local.conf");
         assert!(groups[1..].iter().all(|g| g.len() == 1));
         let w = World::new();
         let results = w.run(&groups[0]).await.expect("runs");
-        assert_eq!(results.len(), plans.len() - reboots);
+        assert_eq!(results.len(), plans.len() - own);
         // Every check saw what the fakes answered; the first scenario paid for the boot.
         assert!(results.iter().flat_map(|r| &r.checks).all(|c| c.outcome == Expect::Reachable), "{results:#?}");
         assert_eq!(results[0].timings["boot"], 1.0);

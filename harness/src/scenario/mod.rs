@@ -408,6 +408,7 @@ impl Validator {
             guest_gateway: guest_gateway?,
             hostname: g.hostname.clone(),
             provider_bridge: pr.bridge.clone(),
+            provider_bridge_made: f.host_recipe.bridge,
             provider_address: provider_address?,
             floating_range: floating_range?,
             public_gateway: public_gateway?,
