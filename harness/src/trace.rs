@@ -57,7 +57,7 @@ enum Dev {
     Named(String),
     /// The first device whose name starts so (the router's qr-/qg- ports).
     Prefix(&'static str),
-    /// The namespace's one device besides lo (the instance's port).
+    /// The namespace's device besides lo (the instance's port).
     NotLo,
     /// The host's uplink: the device that holds the guest's address, else the
     /// guest NIC named here. With `PUBLIC_INTERFACE` naming the NIC, DevStack moves
@@ -306,7 +306,11 @@ impl NsCounters {
         match d {
             Dev::Named(n) => self.ifs.contains_key(n).then(|| n.clone()),
             Dev::Prefix(p) => self.ifs.keys().find(|k| k.starts_with(p)).cloned(),
-            Dev::NotLo => self.ifs.keys().find(|k| *k != "lo").cloned(),
+            // The one with an address: loading ip_gre (GRE tunnels) gives every new
+            // namespace gre0, gretap0 and erspan0 as well.
+            Dev::NotLo => {
+                self.addrs.iter().find(|(d, _)| d != "lo").map(|(d, _)| d.clone()).or_else(|| self.ifs.keys().find(|k| *k != "lo").cloned())
+            }
             Dev::Uplink { addr, nic } => self
                 .addrs
                 .iter()

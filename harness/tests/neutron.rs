@@ -83,6 +83,9 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         // Only the replica reboots its guest yet (docs/repro.md).
         .filter(|p| !std::fs::read_to_string(p).expect("scenario").contains("host_reboot"))
+        // What it breaks is DevStack's host steps, which both clouds run command for
+        // command; on Neutron it is a VM group of its own (9 min cold), run by hand.
+        .filter(|p| !p.ends_with("repro-single-nic-public-interface.toml"))
         .map(|p| p.strip_prefix(root()).expect("under root").display().to_string())
         .collect();
     args.extend(files.iter().map(String::as_str));
@@ -116,7 +119,12 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
     let vx = &results["vxlan-second-host"];
     assert_eq!(vx["cloud_facts"]["instance_host"], "devstack-2", "{}", vx["cloud_facts"]);
     assert_eq!(vx["cloud_facts"]["dhcp_lease"]["mtu"], 1450, "{}", vx["cloud_facts"]);
-    // Built on DevStack's defaults for the tenant network (no NETWORK_GATEWAY, FIXED_RANGE=10.4.128.0/20):
+    // Neutron's own sample file, without HOST_IP: the first host's VXLAN endpoint
+    // is the address DevStack's get_default_host_ip finds (eth0's).
+    let run_dir = std::path::Path::new(vx["run_dir"].as_str().expect("run_dir"));
+    let ml2 = std::fs::read_to_string(run_dir.join("rendered/ml2_conf.ini")).expect("rendered ml2_conf.ini");
+    assert!(ml2.lines().any(|l| l.replace(' ', "") == "local_ip=192.168.0.10"), "local_ip is not eth0's address:\n{ml2}");
+    // Built on DevStack's defaults for the tenant network (no NETWORK_GATEWAY):
     // the address is the subnet pool's first /26, as DevStack's own run gives it.
     let ip: std::net::Ipv4Addr = vx["cloud_facts"]["dhcp_lease"]["ip"].as_str().expect("lease ip").parse().expect("address");
     let pool: ipnet::Ipv4Net = "10.0.0.0/26".parse().expect("cidr");
