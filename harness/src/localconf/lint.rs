@@ -381,7 +381,7 @@ impl Linter<'_> {
             .eff
             .get("PUBLIC_NETWORK_GATEWAY")
             .and_then(|g| g.trim_matches('"').parse::<Ipv4Addr>().ok())
-            .or_else(|| floating.map(|f| Ipv4Addr::from(u32::from(f.trunc().network()) + 1)));
+            .or_else(|| floating.map(super::networks::default_gateway));
         self.initial_networks(&networks);
         for name in ["SERVICE_HOST", "HOST_IP"] {
             if self.eff.get(name).is_some_and(|v| !v.is_empty() && !v.contains('$')) {

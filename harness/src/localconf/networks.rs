@@ -103,6 +103,11 @@ pub fn parse_pool(raw: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((start?, end?))
 }
 
+/// The gateway Neutron gives a subnet created without one: its first address.
+pub fn default_gateway(cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.trunc().network()) + 1)
+}
+
 fn net(eff: &Effective, name: &'static str) -> Result<Ipv4Net, Refusal> {
     let raw = eff.get(name).unwrap_or("");
     raw.trim_matches('"')
@@ -201,13 +206,13 @@ fn created(eff: &Effective) -> Result<InitialNetworks, Refusal> {
                 }
                 None => {
                     let cidr = Ipv4Net::new(pool.prefix.network(), pool.default_prefixlen).expect("length checked");
-                    (cidr, Ipv4Addr::from(u32::from(cidr.network()) + 1))
+                    (cidr, default_gateway(cidr))
                 }
             }
         }
         None => {
             let cidr = net(eff, "FIXED_RANGE")?;
-            (cidr, network_gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(cidr.network()) + 1)))
+            (cidr, network_gateway.unwrap_or_else(|| default_gateway(cidr)))
         }
     };
     check_gateway("NETWORK_GATEWAY", cidr, gateway)?;
@@ -229,7 +234,7 @@ fn created(eff: &Effective) -> Result<InitialNetworks, Refusal> {
         segmentation_id: eff.get("PUBLIC_PROVIDERNET_SEGMENTATION_ID").filter(|s| providernet && !s.is_empty()).map(str::to_owned),
     };
     let floating = net(eff, "FLOATING_RANGE")?;
-    let public_gateway = addr(eff, "PUBLIC_NETWORK_GATEWAY")?.unwrap_or_else(|| Ipv4Addr::from(u32::from(floating.network()) + 1));
+    let public_gateway = addr(eff, "PUBLIC_NETWORK_GATEWAY")?.unwrap_or_else(|| default_gateway(floating));
     check_gateway("PUBLIC_NETWORK_GATEWAY", floating, public_gateway)?;
     let raw_pool = v("Q_FLOATING_ALLOCATION_POOL");
     let allocation_pools = if raw_pool.is_empty() {
