@@ -1,6 +1,6 @@
 # DevStack's own host steps for ML2/OVS, shared by the replica and the neutron
-# cloud (included by both): what DevStack Zed does to the host around the agents
-# (lib/neutron_plugins/ovs_base, openvswitch_agent, services/l3, lib/neutron-legacy),
+# cloud (included by both): what DevStack 2025.1 does to the host around the agents
+# (lib/neutron_plugins/ovs_base, openvswitch_agent, services/l3, lib/neutron),
 # command for command; the DevStack-oracle test records DevStack's own run and this
 # one in the same sandboxed world and holds them equal. Reads DevStack's variables
 # (written above it by `harness localconf neutron`'s host-step values):

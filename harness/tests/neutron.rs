@@ -96,7 +96,7 @@ fn neutron_cloud_end_to_end_and_the_replica_against_it() {
         let run_dir = r["run_dir"].as_str().unwrap_or("");
         assert_eq!(r["cloud"], "neutron", "{name}");
         assert!(
-            r["cloud_facts"]["neutron_version"].as_str().is_some_and(|s| s.starts_with("2:21.")),
+            r["cloud_facts"]["neutron_version"].as_str().is_some_and(|s| s.starts_with("2:26.")),
             "{name}: Neutron's version: {}",
             r["cloud_facts"]
         );

@@ -1,7 +1,8 @@
 //! The neutron cloud: Neutron's own server and ML2/OVS, L3 and DHCP agents
-//! (Debian 12's packages, image `debian-12-neutron`), configured from the
-//! scenario's local.conf as DevStack writes it ([`crate::localconf::neutron_files`]),
-//! run as DevStack runs them, and driven through Neutron's API (no Keystone:
+//! (Debian 13's packages, Neutron 26, image `debian-13-neutron`; `--image
+//! debian-12-neutron` runs Neutron 21), configured from the scenario's local.conf
+//! as DevStack writes it ([`crate::localconf::neutron_files`]), run as DevStack
+//! runs them, and driven through Neutron's API (no Keystone:
 //! `auth_strategy = noauth`). The instance is a fake machine as in Neutron's
 //! fullstack tests: a port bound to this host's OVS agent, an OVS internal port
 //! moved into a namespace, addressed by the real dnsmasq through DHCP.
@@ -144,7 +145,7 @@ impl Cloud for Neutron {
     }
 
     fn needs(&self) -> Needs {
-        Needs { uplink: false, image: Some("debian-12-neutron"), memory_mib: 4096 }
+        Needs { uplink: false, image: Some("debian-13-neutron"), memory_mib: 4096 }
     }
 
     /// MariaDB, RabbitMQ (2-3 min under TCG) and Open vSwitch do not depend on the

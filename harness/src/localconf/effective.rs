@@ -2,8 +2,8 @@
 //! (with `$VAR` and `${VAR:-default}` references), then DevStack's own defaults
 //! for whatever the file left unset, `HOST_IP` found as stackrc's
 //! `get_default_host_ip` finds it on the host. The defaults are those of the
-//! DevStack the neutron cloud predicts (stable Zed, for the image's Neutron 21:
-//! stackrc, lib/neutron-legacy, lib/neutron_plugins/{ml2,services/l3,ovs_base});
+//! DevStack the neutron cloud predicts (stable/2025.1, for the image's Neutron 26:
+//! stackrc, lib/neutron, lib/neutron_plugins/{ml2,services/l3,ovs_base});
 //! the DevStack-oracle test holds them against that tree.
 
 use super::parse::LocalConf;
@@ -103,7 +103,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("Q_USE_PROVIDERNET_FOR_PUBLIC", "True"),
     ("Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE", "True"),
     ("OVS_BRIDGE", "br-int"),
-    // lib/neutron-legacy, stackrc: what the neutron cloud's configuration is made from.
+    // lib/neutron, stackrc: what the neutron cloud's configuration is made from.
     ("PHYSICAL_NETWORK", "public"),
     ("OVS_PHYSICAL_BRIDGE", "br-ex"),
     ("ENABLE_TENANT_TUNNELS", "True"),

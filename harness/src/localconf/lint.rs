@@ -591,28 +591,6 @@ impl Linter<'_> {
                 "disable_service q-placement".into(),
             );
         }
-        // Where DevStack master (what most users run) would build something else
-        // than Zed, which this cloud builds (tests/devstack_oracle.rs reports them).
-        if self.eff.get("Q_USE_SECGROUP") == Some("False") {
-            let line = self.line_of("Q_USE_SECGROUP");
-            self.push(
-                "devstack-release",
-                Severity::Warning,
-                line,
-                "Q_USE_SECGROUP=False: DevStack master also writes [securitygroup] enable_security_group = False, which removes Neutron's security-group API; Zed, which this cloud builds, only sets the noop firewall".into(),
-                "expect security-group API calls to fail under DevStack master".into(),
-            );
-        }
-        if self.eff.service_enabled("q-qos") || self.eff.service_enabled("neutron-qos") {
-            let line = self.eff.service_line("q-qos").or(self.eff.service_line("neutron-qos")).unwrap_or(self.default_line);
-            self.push(
-                "devstack-release",
-                Severity::Warning,
-                line,
-                "q-qos: DevStack master adds the qos ML2 extension driver; Zed, which this cloud builds, adds only the qos service plugin, so QoS policies are not applied to ports here".into(),
-                "add qos to [ml2] extension_drivers in post-config to get master's behaviour".into(),
-            );
-        }
         if self.eff.get("Q_DVR_MODE") == Some("dvr") {
             let line = self.line_of("Q_DVR_MODE");
             self.push(
@@ -623,8 +601,8 @@ impl Linter<'_> {
                 "set Q_DVR_MODE=dvr_snat (or legacy)".into(),
             );
         }
-        if !self.eff.service_enabled("q-svc") && self.eff.get("Q_AGENT") == Some("openvswitch") {
-            let l = self.eff.disabled_line("q-svc").unwrap_or(self.default_line);
+        if !self.eff.service_enabled("q-svc") && !self.eff.service_enabled("neutron-api") && self.eff.get("Q_AGENT") == Some("openvswitch") {
+            let l = self.eff.disabled_line("q-svc").or(self.eff.disabled_line("neutron-api")).unwrap_or(self.default_line);
             self.push(
                 "node-role",
                 Severity::Error,
@@ -632,18 +610,6 @@ impl Linter<'_> {
                 "q-svc is not enabled: this is a compute node's local.conf, and the cloud is one node running neutron-server".into(),
                 "use the controller's local.conf (enable_service q-svc)".into(),
             );
-        }
-        for (old, new) in [("neutron-agent", "q-agt"), ("neutron-l3", "q-l3"), ("neutron-dhcp", "q-dhcp")] {
-            if self.eff.service_enabled(old) && self.eff.service_enabled("q-svc") && !self.eff.service_enabled(new) {
-                let l = self.eff.service_line(old).unwrap_or(self.default_line);
-                self.push(
-                    "services",
-                    Severity::Error,
-                    l,
-                    format!("{old} beside q-svc: Zed's DevStack configures agents for the q-* names only (lib/neutron-legacy), so {old} gets no configuration"),
-                    format!("enable_service {new} instead"),
-                );
-            }
         }
         let files = self.files.clone();
         for (file, line) in files.ignored.clone() {
@@ -660,8 +626,8 @@ impl Linter<'_> {
                 "option-translated",
                 Severity::Warning,
                 t.line,
-                format!("[{}] {} is master's name: Neutron 21 (Zed) reads {}, so the neutron cloud writes it as {} (DevStack Zed would write {} and Neutron 21 would ignore it)", t.section, t.from, t.to, t.to, t.from),
-                format!("write {} for Zed", t.to),
+                format!("[{}] {} is master's name: Neutron up to 26 (2025.1, which this cloud runs) reads only {}, so the neutron cloud writes it as {} (DevStack would write {} and Neutron would ignore it)", t.section, t.from, t.to, t.to, t.from),
+                format!("write {}", t.to),
             );
         }
         for m in files.overridden.clone() {

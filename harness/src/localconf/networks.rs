@@ -142,8 +142,8 @@ pub fn predict(eff: &Effective) -> Outcome {
     if eff.get("NEUTRON_CREATE_INITIAL_NETWORKS") != Some("True") {
         return Outcome::NotCreated { why: "NEUTRON_CREATE_INITIAL_NETWORKS is not True".into() };
     }
-    // Zed's stack.sh: `is_service_enabled q-svc` (later releases also neutron-api).
-    if !eff.service_enabled("q-svc") {
+    // stack.sh: `is_service_enabled q-svc neutron-api`.
+    if !eff.service_enabled("q-svc") && !eff.service_enabled("neutron-api") {
         return Outcome::NotCreated { why: "q-svc is not enabled on this host".into() };
     }
     if eff.get("Q_USE_PROVIDER_NETWORKING") == Some("True") {

@@ -191,15 +191,15 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         ],
         decided: vec![],
     };
-    // The order is Zed's configure_mutnauq (lib/neutron-legacy): a later iniset of
-    // the same key wins, as it does there.
+    // The order is 2025.1's configure_neutron (lib/neutron): the agents' files,
+    // then the server's; a later iniset of the same key wins, as it does there.
     // neutron_plugin_configure_common: the L3 plugin joins Q_SERVICE_PLUGIN_CLASSES.
     let mut service_plugins: Vec<String> = v("Q_SERVICE_PLUGIN_CLASSES").split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     let l3_plugin = eff.get("ML2_L3_PLUGIN").unwrap_or("router").to_owned();
     if !l3_plugin.is_empty() && !service_plugins.contains(&l3_plugin) {
         service_plugins.push(l3_plugin);
     }
-    // configure_mutnauq's advanced services, in its order.
+    // configure_neutron's advanced services, in its order.
     for (services, plugin) in [(["q-trunk", "neutron-trunk"], "trunk"), (["q-qos", "neutron-qos"], "qos")] {
         if on(&services) && !service_plugins.iter().any(|p| p == plugin) {
             service_plugins.push(plugin.into());
@@ -207,10 +207,77 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     }
     let service_plugins = service_plugins.join(",");
 
-    // _configure_neutron_service, with neutron_plugin_configure_service (ml2).
     let tenant_type = v("Q_ML2_TENANT_NETWORK_TYPE");
     let tunnels = v("ENABLE_TENANT_TUNNELS") == "True";
-    if on(&["q-agt", "q-svc"]) {
+
+    // _configure_neutron_plugin_agent, neutron_plugin_configure_plugin_agent
+    // (lib/neutron_plugins/openvswitch_agent, ovs_base).
+    if on(&["q-agt", "neutron-agent"]) {
+        w.set(ML2_CONF, "agent", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(ML2_CONF, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+        w.set(NEUTRON_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        let fw = if v("Q_USE_SECGROUP") == "True" { "openvswitch" } else { "noop" };
+        w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
+        if v("OVS_ENABLE_TUNNELING") == "True" {
+            w.set(ML2_CONF, "ovs", "local_ip", &v("TUNNEL_ENDPOINT_IP"), "TUNNEL_ENDPOINT_IP");
+            w.set(ML2_CONF, "ovs", "tunnel_bridge", "br-tun", "");
+        }
+        let mappings = v("OVS_BRIDGE_MAPPINGS");
+        if !mappings.is_empty() {
+            w.set(ML2_CONF, "ovs", "bridge_mappings", &mappings, "OVS_BRIDGE_MAPPINGS");
+        }
+        // Q_TUNNEL_TYPES (lib/neutron_plugins/ml2): the tenant type when it is a
+        // tunnel, else gre with ENABLE_TENANT_TUNNELS, else the file's own.
+        let tunnel_types = if tenant_type == "gre" || tenant_type == "vxlan" {
+            tenant_type.clone()
+        } else if tunnels {
+            "gre".into()
+        } else {
+            v("Q_TUNNEL_TYPES")
+        };
+        w.set(ML2_CONF, "agent", "tunnel_types", &tunnel_types, "Q_ML2_TENANT_NETWORK_TYPE");
+        w.set(ML2_CONF, "ovs", "datapath_type", &v("OVS_DATAPATH_TYPE"), "OVS_DATAPATH_TYPE");
+    }
+
+    // _configure_neutron_dhcp_agent, _configure_neutron_l3_agent, with
+    // _neutron_setup_interface_driver.
+    let agent_common = |w: &mut Writer, path: &'static str| {
+        w.set(path, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        w.set(path, "agent", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(path, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+    };
+    let interface_driver = |w: &mut Writer, path: &'static str| {
+        w.set(path, "DEFAULT", "ovs_use_veth", &v("Q_OVS_USE_VETH"), "Q_OVS_USE_VETH");
+        w.set(path, "DEFAULT", "interface_driver", "openvswitch", "Q_AGENT");
+    };
+    if on(&["q-dhcp", "neutron-dhcp"]) {
+        w.set(DHCP_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        w.set(DHCP_CONF, "DEFAULT", "dnsmasq_local_resolv", "True", "");
+        w.set(DHCP_CONF, "agent", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(DHCP_CONF, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+        if !on(&["q-l3", "neutron-l3"]) && v("ENABLE_ISOLATED_METADATA") == "True" {
+            w.set(DHCP_CONF, "DEFAULT", "enable_isolated_metadata", "True", "ENABLE_ISOLATED_METADATA");
+            w.set(DHCP_CONF, "DEFAULT", "enable_metadata_network", &v("ENABLE_METADATA_NETWORK"), "ENABLE_METADATA_NETWORK");
+        }
+        interface_driver(&mut w, DHCP_CONF);
+    }
+    if on(&["q-l3", "neutron-l3"]) {
+        agent_common(&mut w, L3_CONF);
+        interface_driver(&mut w, L3_CONF);
+    }
+    // _configure_dvr.
+    if v("Q_DVR_MODE") != "legacy" {
+        w.set(NEUTRON_CONF, "DEFAULT", "router_distributed", "True", "Q_DVR_MODE");
+        w.set(L3_CONF, "DEFAULT", "agent_mode", &v("Q_DVR_MODE"), "Q_DVR_MODE");
+    }
+    // Last, _configure_neutron_service with neutron_plugin_configure_service (ml2).
+    if on(&["q-agt", "neutron-agent", "q-svc", "neutron-api"]) {
         w.set(NEUTRON_CONF, "DEFAULT", "core_plugin", "ml2", "");
         w.set(NEUTRON_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
         let (mut gre_opts, mut srv_extra) =
@@ -247,9 +314,9 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
                 flat_opts += &format!("{public_phys},");
             }
         }
-        let secgroup = v("Q_USE_SECGROUP") == "True";
-        let fw = if secgroup { "neutron.agent.not.a.real.FirewallDriver" } else { "neutron.agent.firewall.NoopFirewallDriver" };
-        w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
+        // 2025.1 writes the server's switch itself (Zed wrote a placeholder
+        // firewall_driver); the value as the file gives it, as `${Q_USE_SECGROUP:-True}`.
+        w.populate(ML2_CONF, "securitygroup", &format!("enable_security_group={}", v("Q_USE_SECGROUP")), "Q_USE_SECGROUP");
         w.populate(
             ML2_CONF,
             "ml2",
@@ -261,11 +328,16 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
             w.populate(ML2_CONF, "ml2", &format!("type_drivers={}", v("Q_ML2_PLUGIN_TYPE_DRIVERS")), "Q_ML2_PLUGIN_TYPE_DRIVERS");
         }
         // `${Q_ML2_PLUGIN_EXT_DRIVERS-port_security}`: only an unset value takes the default.
-        let ext = match eff.value("Q_ML2_PLUGIN_EXT_DRIVERS") {
+        let mut ext = match eff.value("Q_ML2_PLUGIN_EXT_DRIVERS") {
             Some(x) => x.value.clone(),
             None if v("NEUTRON_PORT_SECURITY") == "True" => "port_security".into(),
             None => String::new(),
         };
+        // configure_qos (neutron_ml2_extension_driver_add) runs before the server's
+        // files are written in 2025.1, so the driver reaches the file (in Zed it did not).
+        if on(&["q-qos", "neutron-qos"]) && !format!(",{ext},").contains(",qos,") {
+            ext = if ext.is_empty() { "qos".into() } else { format!("{ext},qos") };
+        }
         w.populate(ML2_CONF, "ml2", &format!("extension_drivers={ext}"), "Q_ML2_PLUGIN_EXT_DRIVERS");
         w.populate(ML2_CONF, "ml2", &srv_extra, "Q_ML2_TENANT_NETWORK_TYPE");
         w.populate(ML2_CONF, "ml2_type_gre", &gre_opts, "Q_ML2_PLUGIN_GRE_TYPE_OPTIONS");
@@ -293,72 +365,6 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         }
     }
 
-    // _configure_neutron_plugin_agent, neutron_plugin_configure_plugin_agent
-    // (lib/neutron_plugins/openvswitch_agent, ovs_base).
-    if on(&["q-agt"]) {
-        w.set(ML2_CONF, "agent", "root_helper", rr, "");
-        if rootwrap_daemon {
-            w.set(ML2_CONF, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
-        }
-        w.set(NEUTRON_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
-        let fw = if v("Q_USE_SECGROUP") == "True" { "openvswitch" } else { "noop" };
-        w.set(ML2_CONF, "securitygroup", "firewall_driver", fw, "Q_USE_SECGROUP");
-        if v("OVS_ENABLE_TUNNELING") == "True" {
-            w.set(ML2_CONF, "ovs", "local_ip", &v("TUNNEL_ENDPOINT_IP"), "TUNNEL_ENDPOINT_IP");
-            w.set(ML2_CONF, "ovs", "tunnel_bridge", "br-tun", "");
-        }
-        let mappings = v("OVS_BRIDGE_MAPPINGS");
-        if !mappings.is_empty() {
-            w.set(ML2_CONF, "ovs", "bridge_mappings", &mappings, "OVS_BRIDGE_MAPPINGS");
-        }
-        // Q_TUNNEL_TYPES (lib/neutron_plugins/ml2): the tenant type when it is a
-        // tunnel, else gre with ENABLE_TENANT_TUNNELS, else the file's own.
-        let tunnel_types = if tenant_type == "gre" || tenant_type == "vxlan" {
-            tenant_type.clone()
-        } else if tunnels {
-            "gre".into()
-        } else {
-            v("Q_TUNNEL_TYPES")
-        };
-        w.set(ML2_CONF, "agent", "tunnel_types", &tunnel_types, "Q_ML2_TENANT_NETWORK_TYPE");
-        w.set(ML2_CONF, "ovs", "datapath_type", &v("OVS_DATAPATH_TYPE"), "OVS_DATAPATH_TYPE");
-    }
-
-    // _configure_neutron_dhcp_agent, _configure_neutron_l3_agent, with
-    // _neutron_setup_interface_driver.
-    let agent_common = |w: &mut Writer, path: &'static str| {
-        w.set(path, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
-        w.set(path, "AGENT", "root_helper", rr, "");
-        if rootwrap_daemon {
-            w.set(path, "AGENT", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
-        }
-    };
-    let interface_driver = |w: &mut Writer, path: &'static str| {
-        w.set(path, "DEFAULT", "ovs_use_veth", &v("Q_OVS_USE_VETH"), "Q_OVS_USE_VETH");
-        w.set(path, "DEFAULT", "interface_driver", "openvswitch", "Q_AGENT");
-    };
-    if on(&["q-dhcp"]) {
-        w.set(DHCP_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
-        w.set(DHCP_CONF, "DEFAULT", "dnsmasq_local_resolv", "True", "");
-        w.set(DHCP_CONF, "AGENT", "root_helper", rr, "");
-        if rootwrap_daemon {
-            w.set(DHCP_CONF, "AGENT", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
-        }
-        if !on(&["q-l3"]) && v("ENABLE_ISOLATED_METADATA") == "True" {
-            w.set(DHCP_CONF, "DEFAULT", "enable_isolated_metadata", "True", "ENABLE_ISOLATED_METADATA");
-            w.set(DHCP_CONF, "DEFAULT", "enable_metadata_network", &v("ENABLE_METADATA_NETWORK"), "ENABLE_METADATA_NETWORK");
-        }
-        interface_driver(&mut w, DHCP_CONF);
-    }
-    if on(&["q-l3"]) {
-        agent_common(&mut w, L3_CONF);
-        interface_driver(&mut w, L3_CONF);
-    }
-    // _configure_dvr.
-    if v("Q_DVR_MODE") != "legacy" {
-        w.set(NEUTRON_CONF, "DEFAULT", "router_distributed", "True", "Q_DVR_MODE");
-        w.set(L3_CONF, "DEFAULT", "agent_mode", &v("Q_DVR_MODE"), "Q_DVR_MODE");
-    }
     w.set(NEUTRON_CONF, "DEFAULT", "rpc_state_report_workers", "0", "");
     let Writer { mut files, decided } = w;
 
@@ -390,8 +396,7 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     }
     // configure_neutron_after_post_config: service_plugins is written after the
     // merge, so a post-config value for it loses.
-    // (Zed's stack.sh runs it for q-svc, not for neutron-api.)
-    if on(&["q-svc"]) && !on(&["neutron-api"]) && !service_plugins.is_empty() {
+    if on(&["q-svc", "neutron-api"]) && !service_plugins.is_empty() {
         let file = files.iter_mut().find(|f| f.path == NEUTRON_CONF).expect("neutron.conf");
         file.ini.with_section(Some("DEFAULT")).set("service_plugins", service_plugins.as_str());
         if let Some(m) = merged.iter().find(|m| m.file == NEUTRON_CONF && m.section == "DEFAULT" && m.key == "service_plugins") {

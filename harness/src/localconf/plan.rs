@@ -13,7 +13,7 @@ use serde::Serialize;
 
 /// The DevStack whose behaviour the neutron cloud reproduces: the branch that
 /// matches the image's Neutron.
-pub const PREDICTS: &str = "DevStack unmaintained/zed (Neutron 21, Debian 12's python3-neutron)";
+pub const PREDICTS: &str = "DevStack stable/2025.1 (Neutron 26, Debian 13's python3-neutron)";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NeutronPlan {

@@ -134,8 +134,8 @@ if is_service_enabled neutron; then
     configure_neutron
 fi
 merge_config_group "$TOP_DIR/local.conf" post-config
-# stack.sh: Zed runs it (and makes the initial networks) for q-svc only; later
-# releases for q-svc or neutron-api.
+# stack.sh: Zed ran it (and made the initial networks) for q-svc only; later
+# releases (2025.1, master) for q-svc or neutron-api.
 if [ -f "$TOP_DIR/lib/neutron-legacy" ]; then
     neutron_api() { is_service_enabled q-svc; }
     is_service_enabled neutron-api || neutron_api_after=1

@@ -335,7 +335,7 @@ pub enum LocalconfCommand {
 pub enum CloudArg {
     Replica,
     Devstack,
-    /// Neutron's own server and agents in the guest (image debian-12-neutron)
+    /// Neutron's own server and agents in the guest (image debian-13-neutron)
     Neutron,
 }
 
