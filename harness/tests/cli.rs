@@ -400,7 +400,7 @@ fn a_local_conf_the_cloud_cannot_honour_fails_run_before_anything_starts() {
     let base = std::fs::read_to_string(rendered.join("local.conf")).expect("local.conf");
     for (name, change, expect) in [
         ("linuxbridge", ("Q_AGENT=openvswitch", "Q_AGENT=linuxbridge"), "error[agent]"),
-        ("ovn", ("disable_service ovn-controller ovn-northd", "disable_service ovn-northd"), "OVN service ovn-controller"),
+        ("ovn-driver", ("Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch", "Q_ML2_PLUGIN_MECHANISM_DRIVERS=ovn"), "error[mechanism-driver]"),
         (
             "no-l3",
             ("enable_service q-svc q-agt q-dhcp q-l3 q-meta", "enable_service q-svc q-agt q-dhcp q-meta\ndisable_service q-l3"),

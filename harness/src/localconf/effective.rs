@@ -62,7 +62,7 @@ const DEFAULT_SERVICES: &[&str] = &[
     "ovs-vswitchd",
     "ovsdb-server",
     "q-svc",
-    "q-ovn-agent",
+    "q-ovn-metadata-agent",
     "horizon",
     "rabbit",
     "tempest",
@@ -119,6 +119,24 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("Q_OVS_USE_VETH", "False"),
     ("ENABLE_ISOLATED_METADATA", "False"),
     ("ENABLE_METADATA_NETWORK", "False"),
+    // stackrc (IPv4 service addresses), lib/neutron: what ML2/OVN's connections
+    // and bridge mappings are made from.
+    ("SERVICE_HOST", "$HOST_IP"),
+    ("SERVICE_LOCAL_HOST", "127.0.0.1"),
+    ("SERVICE_LISTEN_ADDRESS", "0.0.0.0"),
+    ("OVN_BRIDGE_MAPPINGS", "$PHYSICAL_NETWORK:$PUBLIC_BRIDGE"),
+];
+
+/// lib/neutron_plugins/ovn_agent's `${NAME:-default}` lines, sourced by
+/// lib/neutron_plugins/ml2 before its own when `Q_AGENT=ovn` (DevStack's default).
+pub const OVN_DEFAULTS: &[(&str, &str)] = &[
+    ("OVN_NEUTRON_SYNC_MODE", "log"),
+    ("OVN_L3_SCHEDULER", "leastloaded"),
+    ("OVN_GENEVE_OVERHEAD", "38"),
+    ("OVN_AGENT_EXTENSIONS", ""),
+    ("Q_ML2_PLUGIN_TYPE_DRIVERS", "local,flat,vlan,geneve"),
+    ("Q_ML2_PLUGIN_GENEVE_TYPE_OPTIONS", "vni_ranges=1:65536"),
+    ("Q_ML2_PLUGIN_EXT_DRIVERS", "port_security,qos"),
 ];
 
 /// What stackrc's `get_default_host_ip` reads on the host: the IPv4 addresses of
@@ -211,10 +229,11 @@ impl Effective {
             if *name == "TUNNEL_ENDPOINT_IP" {
                 eff.detect_host_ip(host);
             }
-            if eff.get(name).is_none_or(str::is_empty) {
-                let value = eff.expand(default);
-                let origin = eff.deciding_origin(&references(default));
-                eff.vars.insert((*name).to_owned(), Value { value, origin });
+            eff.default(name, default);
+            if *name == "Q_AGENT" && eff.get("Q_AGENT") == Some("ovn") {
+                for (name, default) in OVN_DEFAULTS {
+                    eff.default(name, default);
+                }
             }
         }
         // lib/neutron_plugins/openvswitch_agent: mappings from PHYSICAL_NETWORK when unset.
@@ -228,6 +247,15 @@ impl Effective {
             }
         }
         eff
+    }
+
+    /// `NAME=${NAME:-default}`.
+    fn default(&mut self, name: &str, default: &str) {
+        if self.get(name).is_none_or(str::is_empty) {
+            let value = self.expand(default);
+            let origin = self.deciding_origin(&references(default));
+            self.vars.insert(name.to_owned(), Value { value, origin });
+        }
     }
 
     /// stackrc: `HOST_IP=$(get_default_host_ip "$FIXED_RANGE" "$FLOATING_RANGE" ...)`:

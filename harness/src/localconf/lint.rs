@@ -858,10 +858,10 @@ impl Linter<'_> {
                 let l = self.eff.service_line(s).unwrap_or(self.default_line);
                 self.push(
                     "services",
-                    Severity::Error,
+                    Severity::Warning,
                     l,
-                    format!("OVN service {s} is still enabled with Q_AGENT=openvswitch (stackrc enables it by default)"),
-                    format!("add `disable_service {s}`"),
+                    format!("OVN service {s} is still enabled with Q_AGENT=openvswitch (stackrc enables it by default); DevStack starts OVN only for Q_AGENT=ovn, so it does nothing"),
+                    format!("add `disable_service {s}` to say so"),
                 );
             }
         }

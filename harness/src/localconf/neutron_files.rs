@@ -16,6 +16,9 @@ pub const NEUTRON_CONF: &str = "/etc/neutron/neutron.conf";
 pub const ML2_CONF: &str = "/etc/neutron/plugins/ml2/ml2_conf.ini";
 pub const L3_CONF: &str = "/etc/neutron/l3_agent.ini";
 pub const DHCP_CONF: &str = "/etc/neutron/dhcp_agent.ini";
+/// ML2/OVN's metadata agent (lib/neutron_plugins/ovn_agent's `OVN_META_CONF`),
+/// written only where that agent runs.
+pub const OVN_META_CONF: &str = "/etc/neutron/neutron_ovn_metadata_agent.ini";
 
 /// DevStack's variables that name these files in post-config headers.
 const FILE_VARS: &[(&str, &str)] = &[
@@ -25,6 +28,7 @@ const FILE_VARS: &[(&str, &str)] = &[
     ("Q_DHCP_CONF_FILE", DHCP_CONF),
     ("NEUTRON_CORE_PLUGIN_CONF", ML2_CONF),
     ("NEUTRON_CONF_DIR", "/etc/neutron"),
+    ("OVN_META_CONF", OVN_META_CONF),
 ];
 
 /// One generated file.
@@ -82,7 +86,7 @@ pub struct Translated {
 
 impl NeutronFiles {
     pub fn file(&self, path: &str) -> &ConfFile {
-        self.files.iter().find(|f| f.path == path).expect("one of the four files")
+        self.files.iter().find(|f| f.path == path).expect("one of the files written")
     }
 
     pub fn get(&self, path: &str, section: &str, key: &str) -> Option<&str> {
@@ -126,10 +130,19 @@ impl Writer {
     /// `iniset FILE SECTION KEY VALUE`, the value decided by DevStack's `var`
     /// ("" for a value DevStack fixes).
     fn set(&mut self, path: &'static str, section: &str, key: &str, value: &str, var: &'static str) {
-        let file = self.files.iter_mut().find(|f| f.path == path).expect("one of the four files");
+        let file = self.files.iter_mut().find(|f| f.path == path).expect("one of the files written");
         file.ini.with_section(Some(section)).set(key, value);
         self.decided.retain(|(p, s, k, _)| !(*p == path && s == section && k == key));
         self.decided.push((path, section.to_owned(), key.to_owned(), var));
+    }
+
+    /// `inicomment FILE SECTION KEY`: the key no longer set.
+    fn comment(&mut self, path: &'static str, section: &str, key: &str) {
+        let file = self.files.iter_mut().find(|f| f.path == path).expect("one of the files written");
+        if let Some(props) = file.ini.section_mut(Some(section)) {
+            props.remove_all(key).for_each(drop);
+        }
+        self.decided.retain(|(p, s, k, _)| !(*p == path && s == section && k == key));
     }
 
     /// lib/neutron_plugins/ml2's `populate_ml2_config FILE SECTION "key=value"`:
@@ -146,8 +159,62 @@ impl Writer {
     }
 }
 
+/// lib/neutron_plugins/ovn_agent's `OVN_PROTO`, `OVN_SB_REMOTE` and `OVN_NB_REMOTE`.
+pub fn ovn_remotes(eff: &Effective) -> (String, String) {
+    let proto = if eff.service_enabled("tls-proxy") { "ssl" } else { "tcp" };
+    let host = eff.get("SERVICE_HOST").unwrap_or("");
+    let remote = |name: &str, port: u16| eff.get(name).filter(|s| !s.is_empty()).map_or_else(|| format!("{proto}:{host}:{port}"), str::to_owned);
+    (remote("OVN_SB_REMOTE", 6642), remote("OVN_NB_REMOTE", 6641))
+}
+
+/// Where the OVN metadata agent runs: `configure_ovn`'s condition.
+pub fn ovn_metadata_agent(eff: &Effective) -> bool {
+    ["q-ovn-metadata-agent", "neutron-ovn-metadata-agent"].iter().any(|s| eff.service_enabled(s)) && eff.service_enabled("ovn-controller")
+}
+
+/// configure_ovn (the metadata agent's file) and configure_ovn_plugin (the ML2
+/// driver's connections, Geneve's header, the metadata switch), in that order.
+fn configure_ovn(w: &mut Writer, eff: &Effective, rr: &str, rr_daemon: &str, rootwrap_daemon: bool, debug: &str) {
+    let v = |name: &str| eff.get(name).unwrap_or("").to_owned();
+    let on = |services: &[&str]| services.iter().any(|s| eff.service_enabled(s));
+    let (sb, nb) = ovn_remotes(eff);
+    if ovn_metadata_agent(eff) {
+        w.files.push(ConfFile { path: OVN_META_CONF, ini: Ini::new() });
+        w.set(OVN_META_CONF, "agent", "root_helper", rr, "");
+        if rootwrap_daemon {
+            w.set(OVN_META_CONF, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+        }
+        w.set(OVN_META_CONF, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
+        let meta_host = eff.get("OVN_META_DATA_HOST").filter(|s| !s.is_empty()).unwrap_or(eff.get("SERVICE_HOST").unwrap_or(""));
+        w.set(OVN_META_CONF, "DEFAULT", "nova_metadata_host", meta_host, "OVN_META_DATA_HOST");
+        w.set(OVN_META_CONF, "ovs", "ovsdb_connection", &format!("tcp:{}:6640", v("SERVICE_LOCAL_HOST")), "SERVICE_LOCAL_HOST");
+        w.set(OVN_META_CONF, "ovn", "ovn_sb_connection", &sb, "OVN_SB_REMOTE");
+    }
+    if on(&["q-svc", "neutron-api"]) {
+        w.populate(ML2_CONF, "ml2_type_geneve", &format!("max_header_size={}", v("OVN_GENEVE_OVERHEAD")), "OVN_GENEVE_OVERHEAD");
+        w.populate(ML2_CONF, "ovn", &format!("ovn_nb_connection={nb}"), "OVN_NB_REMOTE");
+        w.populate(ML2_CONF, "ovn", &format!("ovn_sb_connection={sb}"), "OVN_SB_REMOTE");
+        w.populate(ML2_CONF, "ovn", &format!("neutron_sync_mode={}", v("OVN_NEUTRON_SYNC_MODE")), "OVN_NEUTRON_SYNC_MODE");
+        w.populate(ML2_CONF, "ovn", &format!("ovn_l3_scheduler={}", v("OVN_L3_SCHEDULER")), "OVN_L3_SCHEDULER");
+        w.populate(ML2_CONF, "securitygroup", &format!("enable_security_group={}", v("Q_USE_SECGROUP")), "Q_USE_SECGROUP");
+        w.comment(ML2_CONF, "securitygroup", "firewall_driver");
+        let metadata = ovn_metadata_agent(eff)
+            || (on(&["q-ovn-agent", "neutron-ovn-agent"]) && v("OVN_AGENT_EXTENSIONS").contains("metadata"));
+        w.populate(ML2_CONF, "ovn", &format!("ovn_metadata_enabled={}", py_bool(metadata)), "ENABLED_SERVICES");
+        if on(&["q-dns", "neutron-dns"]) {
+            w.set(NEUTRON_CONF, "DEFAULT", "dns_domain", "openstackgate.local", "ENABLED_SERVICES");
+            let servers = eff.get("OVN_DNS_SERVERS").filter(|s| !s.is_empty()).unwrap_or("8.8.8.8");
+            w.populate(ML2_CONF, "ovn", &format!("dns_servers={servers}"), "OVN_DNS_SERVERS");
+        }
+        let igmp = py_bool(trueorfalse(eff, "OVN_IGMP_SNOOPING_ENABLE", false));
+        w.set(NEUTRON_CONF, "ovs", "igmp_snooping_enable", igmp, "OVN_IGMP_SNOOPING_ENABLE");
+    }
+    let dhcp = py_bool(on(&["q-dhcp", "neutron-dhcp"]));
+    w.set(NEUTRON_CONF, "DEFAULT", "dhcp_agent_notification", dhcp, "ENABLED_SERVICES");
+}
+
 /// DevStack's `trueorfalse DEFAULT VAR`.
-fn trueorfalse(eff: &Effective, name: &str, default: bool) -> bool {
+pub fn trueorfalse(eff: &Effective, name: &str, default: bool) -> bool {
     match eff.get(name).unwrap_or("").to_ascii_lowercase().as_str() {
         "1" | "yes" | "true" | "on" => true,
         "0" | "no" | "false" | "off" => false,
@@ -195,7 +262,9 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     // then the server's; a later iniset of the same key wins, as it does there.
     // neutron_plugin_configure_common: the L3 plugin joins Q_SERVICE_PLUGIN_CLASSES.
     let mut service_plugins: Vec<String> = v("Q_SERVICE_PLUGIN_CLASSES").split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let l3_plugin = eff.get("ML2_L3_PLUGIN").unwrap_or("router").to_owned();
+    let ovn = v("Q_AGENT") == "ovn";
+    // `${ML2_L3_PLUGIN-...}`: OVN's router plugin where ovn_agent was sourced first.
+    let l3_plugin = eff.get("ML2_L3_PLUGIN").unwrap_or(if ovn { "ovn-router" } else { "router" }).to_owned();
     if !l3_plugin.is_empty() && !service_plugins.contains(&l3_plugin) {
         service_plugins.push(l3_plugin);
     }
@@ -243,11 +312,14 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
 
     // _configure_neutron_dhcp_agent, _configure_neutron_l3_agent, with
     // _neutron_setup_interface_driver.
+    // The L3 agent's rootwrap goes to [AGENT] (_configure_neutron_l3_agent's own
+    // iniset), the DHCP agent's to [agent] (configure_root_helper_options); oslo
+    // reads either.
     let agent_common = |w: &mut Writer, path: &'static str| {
         w.set(path, "DEFAULT", "debug", debug, "ENABLE_DEBUG_LOG_LEVEL");
-        w.set(path, "agent", "root_helper", rr, "");
+        w.set(path, "AGENT", "root_helper", rr, "");
         if rootwrap_daemon {
-            w.set(path, "agent", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
+            w.set(path, "AGENT", "root_helper_daemon", rr_daemon, "Q_USE_ROOTWRAP_DAEMON");
         }
     };
     let interface_driver = |w: &mut Writer, path: &'static str| {
@@ -275,6 +347,9 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
     if v("Q_DVR_MODE") != "legacy" {
         w.set(NEUTRON_CONF, "DEFAULT", "router_distributed", "True", "Q_DVR_MODE");
         w.set(L3_CONF, "DEFAULT", "agent_mode", &v("Q_DVR_MODE"), "Q_DVR_MODE");
+    }
+    if ovn {
+        configure_ovn(&mut w, eff, rr, rr_daemon, rootwrap_daemon, debug);
     }
     // Last, _configure_neutron_service with neutron_plugin_configure_service (ml2).
     if on(&["q-agt", "neutron-agent", "q-svc", "neutron-api"]) {

@@ -97,6 +97,9 @@ pub fn host_steps(eff: &Effective, networks: &Outcome) -> HostSteps {
         "FLOATING_RANGE",
         "Q_USE_PROVIDERNET_FOR_PUBLIC",
         "Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE",
+        "Q_USE_PROVIDER_NETWORKING",
+        "NEUTRON_CREATE_INITIAL_NETWORKS",
+        "OVN_BRIDGE_MAPPINGS",
     ]
     .iter()
     .map(|n| ((*n).to_owned(), eff.get(n).unwrap_or("").to_owned()))
@@ -104,6 +107,21 @@ pub fn host_steps(eff: &Effective, networks: &Outcome) -> HostSteps {
     let on = |s: &[&str]| if s.iter().any(|x| eff.service_enabled(x)) { "True" } else { "False" };
     vars.push(("RUN_OVS_AGENT".into(), on(&["q-agt", "neutron-agent"]).into()));
     vars.push(("RUN_L3_AGENT".into(), on(&["q-l3", "neutron-l3"]).into()));
+    // ML2/OVN's chassis (lib/neutron_plugins/ovn_agent).
+    let ovn = eff.get("Q_AGENT") == Some("ovn");
+    let tf = |name: &str, default: bool| if neutron_files::trueorfalse(eff, name, default) { "True" } else { "False" };
+    let create_public = tf("OVN_L3_CREATE_PUBLIC_NETWORK", true);
+    // stack.sh: `is_service_enabled ovn-controller` (start_ovn_services: `Q_AGENT == ovn`).
+    vars.push(("RUN_OVN".into(), if ovn && eff.service_enabled("ovn-controller") { "True" } else { "False" }.into()));
+    vars.push(("OVSDB_SERVER_LOCAL_HOST".into(), eff.get("SERVICE_LOCAL_HOST").unwrap_or("").to_owned()));
+    vars.push(("OVN_SB_REMOTE".into(), neutron_files::ovn_remotes(eff).0));
+    vars.push(("TUNNEL_IP".into(), eff.get("TUNNEL_ENDPOINT_IP").unwrap_or("").to_owned()));
+    vars.push(("ENABLE_CHASSIS_AS_GW".into(), tf("ENABLE_CHASSIS_AS_GW", true).into()));
+    vars.push(("OVN_L3_CREATE_PUBLIC_NETWORK".into(), create_public.into()));
+    // _neutron_configure_router_v4's condition for the public bridge's gateway.
+    let router_steps = on(&["q-l3", "neutron-l3"]) == "True"
+        || (ovn && create_public == "True" && on(&["q-svc", "neutron-api"]) == "True");
+    vars.push(("ROUTER_GATEWAY_STEPS".into(), if router_steps { "True" } else { "False" }.into()));
     // The public subnet's gateway as Neutron made it (`ext_gw_ip` in DevStack).
     let (gw, len) = match networks {
         Outcome::Created(n) => (n.public_subnet.gateway.to_string(), n.public_subnet.cidr.prefix_len().to_string()),

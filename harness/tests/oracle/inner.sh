@@ -6,13 +6,14 @@
 #
 #   functions, lib/stack, GetDistro, extract_localrc_section, stackrc,
 #   disable_negated_services, the lib/ files stack.sh sources, configure_neutron,
-#   merge_config_group post-config, configure_neutron_after_post_config,
-#   start_neutron, create_neutron_initial_network
+#   merge_config_group post-config, start_ovn_services (ML2/OVN),
+#   configure_neutron_after_post_config, start_neutron, create_neutron_initial_network
 #
 # What is replaced, and why (nothing of DevStack's own code is changed):
 #   sudo            runs the command itself: the sandbox is its own root
 #   ip              the real ip, in the sandbox's namespace; changes also recorded
-#   ovs-vsctl, iptables, arping, modprobe, systemctl (also as /bin/systemctl), ...
+#   ovs-vsctl, ovn-nbctl, ovn-sbctl, ovs-appctl, iptables, arping, modprobe,
+#   systemctl (also as /bin/systemctl), ...
 #                   recorded, not run: no Open vSwitch or firewall of the machine's
 #                   is touched (an added OVS bridge becomes a Linux bridge in the
 #                   sandbox, so that DevStack's `ip` commands on it run)
@@ -129,11 +130,23 @@ for lib in database rpc_backend apache tls infra libraries lvm horizon keystone 
     cinder swift neutron ldap dstat tcpdump etcd3 os-vif; do
     [ -f "$TOP_DIR/lib/$lib" ] && source "$TOP_DIR/lib/$lib"
 done
+# OVN (lib/neutron_plugins/ovn_agent): the waits for ovsdb-server's socket and
+# database files, which no ovsdb-server makes here, and the list of API
+# extensions read from Neutron's Python package, which only feeds tempest's
+# configuration, are not run.
+function wait_for_sock_file { :; }
+function wait_for_db_file { :; }
+function filter_network_api_extensions { :; }
 echo "HOST_IP=$HOST_IP" >"$ORACLE_OUT/vars"
 if is_service_enabled neutron; then
     configure_neutron
 fi
 merge_config_group "$TOP_DIR/local.conf" post-config
+# stack.sh: OVN's databases, northd and controller, then (OVN_L3_CREATE_PUBLIC_NETWORK)
+# the public bridge and its connectivity.
+if is_service_enabled ovn-controller ovn-controller-vtep; then
+    start_ovn_services
+fi
 # stack.sh: Zed ran it (and made the initial networks) for q-svc only; later
 # releases (2025.1, master) for q-svc or neutron-api.
 if [ -f "$TOP_DIR/lib/neutron-legacy" ]; then
