@@ -10,6 +10,7 @@ pub mod accel;
 pub mod bench;
 pub mod boot;
 pub mod checks;
+pub mod diff;
 pub mod cloud;
 pub mod doctor;
 pub mod error;

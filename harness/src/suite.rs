@@ -173,6 +173,12 @@ pub fn select(plans: &[Plan], cloud: Option<CloudKind>, shard: Option<Shard>) ->
 /// Everything that can be known wrong before a VM boots: each plan's image recipe,
 /// the templates, and the machine's tools for what `what` is about to do.
 pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<CloudKind>) -> Result<(), Error> {
+    preflight_with(what, boot, plans, cloud, true)
+}
+
+/// [`preflight`]; without `refuse_lint_errors` a local.conf with lint errors
+/// runs too (`harness diff` shows what they break; its report holds them).
+pub fn preflight_with(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<CloudKind>, refuse_lint_errors: bool) -> Result<(), Error> {
     let recipes = image::recipes_dir(boot.images_dir.as_deref());
     let mut needed: Vec<Tool> = prereq::BOOT.to_vec();
     if boot.backend != BackendChoice::Libvirt {
@@ -204,11 +210,14 @@ pub fn preflight(what: &str, boot: &BootOptions, plans: &[Plan], cloud: Option<C
             ),
         });
     }
-    let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;
-    lint_local_confs(&renderer, plans)?;
+    if refuse_lint_errors {
+        let renderer = crate::render::Renderer::new(boot.templates.as_deref())?;
+        lint_local_confs(&renderer, plans)?;
+    }
     prereq::require(what, &needed)?;
     Ok(())
 }
+
 
 /// Every scenario's local.conf, as the cloud will read it, linted against its
 /// world: an error stops the run before anything starts (exit 2).

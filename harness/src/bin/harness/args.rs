@@ -29,6 +29,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How `harness diff` prints its report.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    /// A table for a pull request's job summary.
+    Markdown,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Render cloud-init user-data, meta-data, network-config, the host recipe and local.conf.
@@ -107,6 +116,31 @@ pub enum Command {
         trace: bool,
         #[command(flatten)]
         select: Select,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Run the scenarios with two local.conf files and report what changed: lint
+    /// diagnostics added or gone, each check's outcome and where its packet died,
+    /// the datapath state. Exit 1 when a check that passed with OLD fails with NEW.
+    Diff {
+        /// The local.conf before: a file, or REV:PATH in this git repository
+        /// (main:devstack/local.conf).
+        old: String,
+        /// The local.conf after (a file or REV:PATH).
+        new: String,
+        /// The scenarios (default: scenarios/).
+        scenarios: Vec<PathBuf>,
+        /// Which builds the cloud (default: what each scenario says).
+        #[arg(long, value_enum)]
+        cloud: Option<CloudArg>,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+        /// Also append the Markdown table to this file, such as $GITHUB_STEP_SUMMARY.
+        #[arg(long, value_name = "PATH")]
+        summary: Option<PathBuf>,
+        /// Boot and build every VM group cold.
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         vm: VmArgs,
     },

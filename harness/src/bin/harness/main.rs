@@ -65,6 +65,24 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             let progress = Progress::new(cli.quiet || matches!(format, Format::Json)).verbose(cli.verbose);
             run(&req, format, junit.as_deref(), summary.as_deref(), &progress)
         }
+        Command::Diff { old, new, scenarios, cloud, format, summary, no_cache, vm } => {
+            let req = Request {
+                scenarios,
+                cloud: cloud.map(Into::into),
+                overrides: suite::VmOverrides { cloud: cloud.map(Into::into), ..vm.overrides() },
+                shard: None,
+                retries: 0,
+                keep: harness::runner::Keep::Never,
+                snapshots: None,
+                ci: harness::snapshot::in_ci(),
+                warm: !no_cache,
+                jobs: None,
+                diagnostics: Default::default(),
+                boot: vm.boot_options(templates),
+            };
+            let progress = Progress::new(cli.quiet || !matches!(format, args::DiffFormat::Text)).verbose(cli.verbose);
+            diff(&old, &new, &req, format, summary.as_deref(), &progress)
+        }
         Command::List { scenarios, format, select } => list(scenarios, format, select.shard),
         Command::Schema { what: args::SchemaArg::Scenario } => {
             println!("{}", serde_json::to_string_pretty(&scenario::json_schema()).expect("serializable"));
@@ -213,6 +231,27 @@ fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&
     }
     emit(format, &summary, || summary.text_with(progress.is_verbose()));
     Ok(summary.exit_code())
+}
+
+/// `harness diff`: both local.conf files are read before anything starts.
+fn diff(old: &str, new: &str, req: &Request, format: args::DiffFormat, summary_md: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
+    let (old, new) = (harness::diff::read_conf(old)?, harness::diff::read_conf(new)?);
+    let report = runtime().block_on(harness::diff::run(&old, &new, req, progress, interrupted))?;
+    if let Some(path) = summary_md {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(report.markdown().as_bytes()))
+            .map_err(|source| Error::Io { path: path.into(), source })?;
+    }
+    match format {
+        args::DiffFormat::Text => print!("{}", report.text()),
+        args::DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+        args::DiffFormat::Markdown => print!("{}", report.markdown()),
+    }
+    Ok(report.exit_code())
 }
 
 fn list(paths: Vec<PathBuf>, format: Format, shard: Option<suite::Shard>) -> Result<u8, Error> {
