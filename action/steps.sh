@@ -6,6 +6,9 @@
 #   steps.sh keys     print the cache keys of the harness build and of the image recipes
 #   steps.sh build    build the harness (or fetch the released binary of INPUT_VERSION)
 #   steps.sh run      run the scenarios; writes outputs, JUnit and the job summary
+#   steps.sh diff     run them with INPUT_LOCAL_CONF as it was at INPUT_DIFF_BASE (a git
+#                     revision of the workspace) and as it is; the table goes to the job
+#                     summary, exit 1 when a check that passed now fails
 #
 # Inputs come as INPUT_* variables (action.yml sets them); GitHub's own files
 # (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY) are used when they are set.
@@ -63,8 +66,29 @@ run)
   out run-dir "$runs"
   echo "harness exited $code; JUnit $junit; run directories in $runs"
   ;;
+diff)
+  runs=${HARNESS_RUNS_DIR:-${RUNNER_TEMP:-/tmp}/harness-runs}
+  conf=${INPUT_LOCAL_CONF:?the diff mode compares a local.conf: set local-conf}
+  base=${INPUT_DIFF_BASE:?the diff mode needs diff-base, a git revision of the workspace}
+  # The base revision's file, read in the user's repository (the harness runs from its own).
+  old="${RUNNER_TEMP:-/tmp}/harness-diff-base.local.conf"
+  rel=$(cd "${GITHUB_WORKSPACE:-$PWD}" && realpath -m --relative-to="$(git rev-parse --show-toplevel)" -- "$conf")
+  git -C "${GITHUB_WORKSPACE:-$PWD}" show "$base:$rel" >"$old"
+  args=(diff "$old" "$(abs "$conf")")
+  [ -n "${GITHUB_STEP_SUMMARY:-}" ] && args+=(--summary "$GITHUB_STEP_SUMMARY")
+  [ -n "${INPUT_CLOUD:-}" ] && args+=(--cloud "$INPUT_CLOUD")
+  [ -n "${INPUT_IMAGE:-}" ] && args+=(--image "$INPUT_IMAGE")
+  for s in ${INPUT_SCENARIOS:-}; do args+=("$(abs "$s")"); done
+  set +e
+  (cd "$here" && ${HARNESS_SUDO-sudo -E} env "HARNESS_RUNS_DIR=$runs" "$bin_dir/harness" "${args[@]}")
+  code=$?
+  set -e
+  out exit-code "$code"
+  out run-dir "$runs"
+  echo "harness diff exited $code ($base:$rel against the workspace's); run directories in $runs"
+  ;;
 *)
-  echo "usage: $0 kvm|keys|build|run" >&2
+  echo "usage: $0 kvm|keys|build|run|diff" >&2
   exit 2
   ;;
 esac

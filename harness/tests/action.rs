@@ -77,4 +77,30 @@ fn the_actions_steps_run_a_shipped_scenario_with_a_users_local_conf() {
     let run_dirs: Vec<PathBuf> = std::fs::read_dir(get("run-dir")).expect("runs").flatten().map(|e| e.path()).collect();
     let rendered = std::fs::read_to_string(run_dirs[0].join("rendered/local.conf")).expect("rendered local.conf");
     assert_eq!(rendered, std::fs::read_to_string(ws.join("devstack/local.conf")).expect("theirs"));
+
+    // The diff mode, as a pull request that touches the local.conf runs it: the
+    // file at the base revision against the workspace's.
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(args).current_dir(ws).output().expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "devstack/local.conf"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "base"]);
+    let theirs = std::fs::read_to_string(ws.join("devstack/local.conf")).expect("theirs");
+    std::fs::write(ws.join("devstack/local.conf"), theirs.replace("[[local|localrc]]", "[[local|localrc]]\n# reviewed")).expect("write");
+    std::fs::write(&summary, "").expect("empty summary");
+    let diffed = step(
+        "diff",
+        &[
+            ("INPUT_SCENARIOS", &root.join("scenarios/instance-egress.toml").display().to_string()),
+            ("INPUT_LOCAL_CONF", "devstack/local.conf"),
+            ("INPUT_DIFF_BASE", "HEAD"),
+        ],
+    );
+    let outs = outputs(&output);
+    let get = |k: &str| outs.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("exit-code"), "0", "a comment changes no check: {diffed}");
+    let md = std::fs::read_to_string(&summary).expect("job summary");
+    assert!(md.contains("### harness diff") && md.contains("| instance-egress |") && md.contains("0 regression(s)"), "{md}");
 }
