@@ -19,6 +19,8 @@ pub struct World {
     /// Whether the host recipe makes the Linux bridge (`[host_recipe] bridge`); without
     /// it br-ex itself is the provider network, as in DevStack's all-in-one.
     pub provider_bridge_made: bool,
+    /// Whether the host recipe turns forwarding on (`[host_recipe] ip_forward`).
+    pub recipe_ip_forward: bool,
     pub provider_address: Ipv4Net,
     pub floating_range: Ipv4Net,
     pub public_gateway: Ipv4Addr,

@@ -257,3 +257,13 @@ fn devstack_refusals_and_release_differences() {
     assert!(d.iter().any(|x| x.rule == "option-translated" && x.severity == Severity::Warning), "{d:#?}");
     assert!(d.iter().any(|x| x.rule == "post-config-ignored" && x.severity == Severity::Warning), "{d:#?}");
 }
+
+#[test]
+fn a_host_recipe_without_forwarding_is_said_to_have_no_effect() {
+    let plan = scenario::parse(Path::new("no-forward.toml"), "[host_recipe]\nip_forward = false\n").expect("scenario");
+    let d = localconf::lint(&localconf::parse(&good()), &plan.world);
+    let w = d.iter().find(|d| d.rule == "host-recipe").unwrap_or_else(|| panic!("{d:#?}"));
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.message.contains("stack.sh sets it to 1") && w.hint.contains("ip_forward_off"), "{w:#?}");
+    assert!(!lint(&good()).iter().any(|d| d.rule == "host-recipe"), "the default recipe forwards");
+}

@@ -198,6 +198,7 @@ pub fn lint(conf: &LocalConf, world: &World) -> Vec<Diagnostic> {
         l.bridges();
         l.services();
         l.host_ip();
+        l.host_recipe();
         l.devstack_reads();
         l.spelling();
     } else if !conf.headers.iter().any(|h| h.group == "local" && h.file.trim_end_matches('\r') == "localrc") {
@@ -864,6 +865,19 @@ impl Linter<'_> {
                     format!("add `disable_service {s}` to say so"),
                 );
             }
+        }
+    }
+
+    /// What a scenario's host recipe sets that DevStack's host steps set again.
+    fn host_recipe(&mut self) {
+        if !self.world.recipe_ip_forward {
+            self.push(
+                "host-recipe",
+                Severity::Warning,
+                self.default_line,
+                "the scenario's host recipe leaves net.ipv4.ip_forward off (ip_forward = false), but stack.sh sets it to 1 before the cloud is built (and so do the clouds here, which run DevStack's host steps), so it is on when the checks run".into(),
+                "to check a host without forwarding, set `[faults] ip_forward_off = true` (what a reboot leaves: DevStack bug 885274)".into(),
+            );
         }
     }
 

@@ -409,6 +409,7 @@ impl Validator {
             hostname: g.hostname.clone(),
             provider_bridge: pr.bridge.clone(),
             provider_bridge_made: f.host_recipe.bridge,
+            recipe_ip_forward: f.host_recipe.ip_forward,
             provider_address: provider_address?,
             floating_range: floating_range?,
             public_gateway: public_gateway?,
