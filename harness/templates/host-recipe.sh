@@ -39,8 +39,7 @@ nat_rule="POSTROUTING -s $SRC ! -d $SRC -j MASQUERADE"
 
 has_rule() { # table, rule...
     local table=$1; shift
-    # shellcheck disable=SC2086
-    iptables -w -t "$table" -C $* 2>/dev/null
+    iptables -w -t "$table" -C "$@" 2>/dev/null
 }
 
 # The device holding the bridge's address: the bridge itself, or the OVS bridge
@@ -138,8 +137,10 @@ verify() {
     expect "bridge $BRIDGE up, $BRIDGE_ADDR on it (or moved to its OVS bridge)" "$MAKE_BRIDGE" bridge_ok
     expect "net.ipv4.ip_forward=1" "$IP_FORWARD" sh -c "[ \"\$(sysctl -n net.ipv4.ip_forward)\" = 1 ]"
     for rule in "${forward_rules[@]}"; do
+        # shellcheck disable=SC2086 # a rule is its words
         expect "filter rule '$rule'" "$FORWARD" has_rule filter $rule
     done
+    # shellcheck disable=SC2086 # a rule is its words
     expect "nat rule '$nat_rule'" "$MASQUERADE" has_rule nat $nat_rule
 {%- if plan.host_recipe.persist %}
     expect "persisted: $SYSCTL" "$IP_FORWARD" test -e "$SYSCTL"

@@ -91,3 +91,17 @@ for iface in ns.iter_interfaces():
     assert!(text.contains("route eth0 0.0.0.0") && text.contains("192.168.0.1"), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("route mgmt0")), "the management NIC must have no route: {text}");
 }
+
+#[test]
+#[ignore = "needs shellcheck; cargo nextest run --run-ignored all"]
+fn every_rendered_host_recipe_passes_shellcheck() {
+    let ok = Command::new("shellcheck").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "this test needs shellcheck (apt-get install shellcheck; bash .ci/setup does)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    insta::glob!("../../scenarios", "{*.toml,neutron/*.toml}", |path| {
+        let script = dir.path().join("host-recipe.sh");
+        std::fs::write(&script, render(path).host_recipe).expect("write");
+        let out = Command::new("shellcheck").args(["-s", "bash"]).arg(&script).output().expect("shellcheck");
+        assert!(out.status.success(), "{}: the rendered host recipe:\n{}", path.display(), String::from_utf8_lossy(&out.stdout));
+    });
+}
