@@ -188,7 +188,7 @@ impl Report {
                 s.state.len()
             );
             for c in changed {
-                out += &format!("  {}{}: {} -> {}\n", if c.regression { "REGRESSION " } else { "" }, c.check, show(&c.old), show(&c.new));
+                out += &format!("  {}{}: {} -> {}\n", if c.regression { "REGRESSION " } else { "" }, c.check, outcome(&c.old), outcome(&c.new));
                 for (label, side) in [("OLD", &c.old), ("NEW", &c.new)] {
                     if let Some(d) = side.as_ref().and_then(|s| s.died_at.as_ref()) {
                         out += &format!("      {label} {d}\n");
@@ -253,6 +253,15 @@ impl Report {
 /// Lines of state shown per scenario in text and Markdown.
 const STATE_LINES: usize = 40;
 
+/// A side's outcome, without where it died.
+fn outcome(s: &Option<Side>) -> String {
+    match s {
+        None => "not run".into(),
+        Some(s) => format!("{} ({})", s.outcome, if s.passed { "pass" } else { "FAIL" }),
+    }
+}
+
+/// A side's outcome and where it died, in one cell.
 fn show(s: &Option<Side>) -> String {
     match s {
         None => "not run".into(),

@@ -1,17 +1,19 @@
 //! `harness diff` end to end on the replica: the shipped local.conf against the
 //! same file with its floating range moved off the provider network. Both run;
-//! the report names the lint error the change adds, the checks it breaks (where
-//! their packets died) and the datapath state that differs, and exits 1.
+//! the report names the lint error the change adds, the checks it breaks (the
+//! instance's egress: the host's MASQUERADE is for the provider network's range,
+//! so the router's new address leaves untranslated; where its packets died) and
+//! the datapath state that differs, and exits 1.
 
 mod common;
 
 #[test]
 #[ignore = "boots two VMs on the replica (~4 min under TCG): needs root, QEMU; cargo nextest run --run-ignored all"]
-fn a_floating_range_off_the_provider_network_flips_ingress_and_says_why() {
+fn a_floating_range_off_the_provider_network_breaks_egress_and_says_where() {
     common::require_root(&[("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap")]);
     let dir = tempfile::tempdir().expect("tempdir");
     let rendered = dir.path().join("rendered");
-    let r = common::harness(&["render", "scenarios/floating-ip-ingress.toml", "--out", &rendered.display().to_string()]);
+    let r = common::harness(&["render", "scenarios/instance-egress.toml", "--out", &rendered.display().to_string()]);
     assert!(r.status.success(), "render: {}", String::from_utf8_lossy(&r.stderr));
     let old = rendered.join("local.conf");
     let text = std::fs::read_to_string(&old).expect("local.conf");
@@ -27,7 +29,7 @@ fn a_floating_range_off_the_provider_network_flips_ingress_and_says_why() {
         "diff",
         &old.display().to_string(),
         &new.display().to_string(),
-        "scenarios/floating-ip-ingress.toml",
+        "scenarios/instance-egress.toml",
         "--format",
         "json",
     ]);
@@ -39,10 +41,13 @@ fn a_floating_range_off_the_provider_network_flips_ingress_and_says_why() {
     assert!(added.iter().any(|d| d.starts_with("error[floating-range]")), "{added:?}");
     assert!(report["lint_gone"].as_array().expect("lint_gone").is_empty(), "{report:#}");
     let scenario = &report["scenarios"][0];
-    assert_eq!(scenario["scenario"], "floating-ip-ingress");
+    assert_eq!(scenario["scenario"], "instance-egress");
     let regressions: Vec<&serde_json::Value> =
         scenario["checks"].as_array().expect("checks").iter().filter(|c| c["regression"] == true).collect();
-    assert!(!regressions.is_empty(), "ingress to the floating IP must break: {scenario:#}");
+    assert!(
+        regressions.iter().any(|c| c["check"].as_str().is_some_and(|n| n.contains("seen as the public IP"))),
+        "the instance's egress must break: {scenario:#}"
+    );
     for c in &regressions {
         assert_eq!(c["old"]["passed"], true, "{c:#}");
         assert_eq!(c["new"]["passed"], false, "{c:#}");
@@ -56,10 +61,10 @@ fn a_floating_range_off_the_provider_network_flips_ingress_and_says_why() {
         "diff",
         &old.display().to_string(),
         &new.display().to_string(),
-        "scenarios/floating-ip-ingress.toml",
+        "scenarios/instance-egress.toml",
         "--format",
         "markdown",
     ]);
     let md = String::from_utf8_lossy(&md.stdout);
-    assert!(md.contains("| floating-ip-ingress |") && md.contains("regression"), "{md}");
+    assert!(md.contains("| instance-egress |") && md.contains("regression"), "{md}");
 }
