@@ -267,3 +267,14 @@ fn a_host_recipe_without_forwarding_is_said_to_have_no_effect() {
     assert!(w.message.contains("stack.sh sets it to 1") && w.hint.contains("ip_forward_off"), "{w:#?}");
     assert!(!lint(&good()).iter().any(|d| d.rule == "host-recipe"), "the default recipe forwards");
 }
+
+#[test]
+fn a_service_disabled_once_stays_disabled() {
+    // functions-common's enable_service skips what disable_service put in DISABLED_SERVICES.
+    let t = good() + "[[local|localrc]]\ndisable_service q-l3\nenable_service q-l3\n";
+    let d = lint(&t);
+    let w = d.iter().find(|d| d.rule == "services" && d.severity == Severity::Warning && d.message.contains("has no effect"));
+    let w = w.unwrap_or_else(|| panic!("{d:#?}"));
+    assert_eq!(w.line, line_of(&t, "enable_service q-l3"));
+    assert!(d.iter().any(|d| d.severity == Severity::Error && d.message.contains("q-l3 is not enabled")), "{d:#?}");
+}

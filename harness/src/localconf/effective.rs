@@ -152,8 +152,12 @@ pub struct Effective {
     vars: HashMap<String, Value>,
     /// Enabled services and the line that last changed each (None: default).
     services: Vec<(String, Option<usize>)>,
-    /// Lines of `disable_service` per service, to point at.
+    /// Lines of `disable_service` per service, to point at (DevStack's
+    /// `DISABLED_SERVICES`).
     disabled_at: HashMap<String, usize>,
+    /// `enable_service` of a service disabled before: DevStack warns and keeps it
+    /// disabled. (service, the enable's line, the disable's line).
+    pub refused_enables: Vec<(String, usize, usize)>,
 }
 
 impl Effective {
@@ -209,6 +213,11 @@ impl Effective {
                 match cmd.name.as_str() {
                     "enable_service" => {
                         for s in args {
+                            // functions-common: "Attempt to enable_service X when it has been disabled".
+                            if let Some(&at) = eff.disabled_at.get(&s) {
+                                eff.refused_enables.push((s, cmd.line, at));
+                                continue;
+                            }
                             if !eff.services.iter().any(|(n, _)| *n == s) {
                                 eff.services.push((s, Some(cmd.line)));
                             }

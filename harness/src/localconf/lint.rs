@@ -788,6 +788,27 @@ impl Linter<'_> {
     }
 
     fn services(&mut self) {
+        // Where DevStack master (what most users run) builds something else than
+        // 2025.1, which the neutron cloud predicts (tests/devstack_oracle.rs reports them).
+        if self.eff.get("Q_AGENT") == Some("ovn") && self.eff.service_enabled("ovn-controller") {
+            let line = self.line_of("Q_AGENT");
+            self.push(
+                "devstack-release",
+                Severity::Warning,
+                line,
+                "ML2/OVN under DevStack master differs from 2025.1, which this cloud predicts: master enables the OVN agent (q-ovn-agent, ovn_agent.ini with the metadata extension) where 2025.1 runs q-ovn-metadata-agent, and adds br-ex without the OpenFlow13/15 protocols".into(),
+                "expect the metadata service from neutron-ovn-agent under DevStack master".into(),
+            );
+        }
+        for (service, line, disabled) in self.eff.refused_enables.clone() {
+            self.push(
+                "services",
+                Severity::Warning,
+                line,
+                format!("enable_service {service} has no effect: line {disabled} disabled it, and DevStack never enables a disabled service again (\"Attempt to enable_service {service} when it has been disabled\")"),
+                format!("remove `disable_service {service}` from line {disabled}"),
+            );
+        }
         let agent = self.eff.get("Q_AGENT").unwrap_or("").to_owned();
         let line = self.line_of("Q_AGENT");
         if agent != "openvswitch" {

@@ -269,8 +269,10 @@ pub fn build(conf: &LocalConf, eff: &Effective) -> NeutronFiles {
         service_plugins.push(l3_plugin);
     }
     // configure_neutron's advanced services, in its order.
-    for (services, plugin) in [(["q-trunk", "neutron-trunk"], "trunk"), (["q-qos", "neutron-qos"], "qos")] {
-        if on(&services) && !service_plugins.iter().any(|p| p == plugin) {
+    for (services, plugin) in
+        [(&["q-trunk", "neutron-trunk"][..], "trunk"), (&["q-qos", "neutron-qos"][..], "qos"), (&["neutron-segments"][..], "segments")]
+    {
+        if on(services) && !service_plugins.iter().any(|p| p == plugin) {
             service_plugins.push(plugin.into());
         }
     }

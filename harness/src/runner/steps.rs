@@ -13,6 +13,7 @@ use crate::render::Renderer;
 use crate::scenario::{Endpoint, Expect, FaultsSpec, Plan};
 use crate::scripts::{self, script};
 use crate::trace;
+use crate::wait::Step;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -218,24 +219,21 @@ async fn reboot(vm: &Vm<'_>, plan: &Plan) -> Result<f64, RunnerError> {
     let _ = vm.guest.run(&Cmd::new(["systemctl", "reboot"]).timeout(Duration::from_secs(20))).await;
     // Until a new boot answers (the old sshd may still take a connection for a while).
     let deadline = Instant::now() + REBOOT_DEADLINE;
-    loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = &before;
+    crate::wait::until("the guest to come back from its reboot (a new boot_id)", REBOOT_DEADLINE, Duration::from_secs(3), || async {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(RunnerError::Reboot(format!(
-                "the guest did not come back within {} s; its console is in {}",
-                REBOOT_DEADLINE.as_secs(),
-                vm.log("console.log").display()
-            )));
-        }
-        if vm.guest.reconnect(left).await.is_err() {
-            continue;
+        if let Err(e) = vm.guest.reconnect(left).await {
+            return Step::NotYet(format!("no SSH yet: {e}"));
         }
         match vm.guest.run(&boot_id()).await {
-            Ok(o) if o.status == 0 && o.stdout != before => break,
-            _ => continue,
+            Ok(o) if o.status == 0 && o.stdout != *before => Step::Done(()),
+            Ok(o) if o.status == 0 => Step::NotYet("the old boot still answers".into()),
+            Ok(o) => Step::NotYet(o.text()),
+            Err(e) => Step::NotYet(e.to_string()),
         }
-    }
+    })
+    .await
+    .map_err(|e| RunnerError::Reboot(format!("{e}; its console is in {}", vm.log("console.log").display())))?;
     // Boot done (its units started, the persisted recipe's among them), whatever state it ends in.
     let _ = vm.guest.run(&Cmd::new(["systemctl", "is-system-running", "--wait"]).timeout(Duration::from_secs(180))).await;
     vm.cloud.after_reboot(&vm.site(plan)).await?;
