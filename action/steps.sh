@@ -18,6 +18,22 @@ bin_dir=${HARNESS_BIN_DIR:-$here/target/release}
 out() { echo "$1=$2" >>"${GITHUB_OUTPUT:-/dev/null}"; }
 # Paths a user gives are relative to their workspace; the harness runs from its own tree.
 abs() { (cd "${GITHUB_WORKSPACE:-$PWD}" && realpath -m -- "$1"); }
+runs=${HARNESS_RUNS_DIR:-${RUNNER_TEMP:-/tmp}/harness-runs}
+# The options `run` and `diff` share (appended to the array `args`), then the
+# harness as root (namespaces, taps and QEMU) from its own tree, which holds
+# scenarios/ and images/; its exit code in `code`.
+run_harness() {
+  [ -n "${GITHUB_STEP_SUMMARY:-}" ] && args+=(--summary "$GITHUB_STEP_SUMMARY")
+  [ -n "${INPUT_CLOUD:-}" ] && args+=(--cloud "$INPUT_CLOUD")
+  [ -n "${INPUT_IMAGE:-}" ] && args+=(--image "$INPUT_IMAGE")
+  for s in ${INPUT_SCENARIOS:-}; do args+=("$(abs "$s")"); done
+  set +e
+  (cd "$here" && ${HARNESS_SUDO-sudo -E} env "HARNESS_RUNS_DIR=$runs" "$bin_dir/harness" "${args[@]}")
+  code=$?
+  set -e
+  out exit-code "$code"
+  out run-dir "$runs"
+}
 
 case "${1:-}" in
 kvm)
@@ -48,26 +64,14 @@ build)
   "$bin_dir/harness" --version
   ;;
 run)
-  runs=${HARNESS_RUNS_DIR:-${RUNNER_TEMP:-/tmp}/harness-runs}
   junit=$(abs "${INPUT_JUNIT:-harness-junit.xml}")
   args=(run --retries "${INPUT_RETRIES:-1}" --junit "$junit")
-  [ -n "${GITHUB_STEP_SUMMARY:-}" ] && args+=(--summary "$GITHUB_STEP_SUMMARY")
   [ -n "${INPUT_LOCAL_CONF:-}" ] && args+=(--local-conf "$(abs "$INPUT_LOCAL_CONF")")
-  [ -n "${INPUT_CLOUD:-}" ] && args+=(--cloud "$INPUT_CLOUD")
-  [ -n "${INPUT_IMAGE:-}" ] && args+=(--image "$INPUT_IMAGE")
-  for s in ${INPUT_SCENARIOS:-}; do args+=("$(abs "$s")"); done
-  # Root: namespaces, taps and QEMU. The harness's own tree holds scenarios/ and images/.
-  set +e
-  (cd "$here" && ${HARNESS_SUDO-sudo -E} env "HARNESS_RUNS_DIR=$runs" "$bin_dir/harness" "${args[@]}")
-  code=$?
-  set -e
-  out exit-code "$code"
+  run_harness
   out junit "$junit"
-  out run-dir "$runs"
   echo "harness exited $code; JUnit $junit; run directories in $runs"
   ;;
 diff)
-  runs=${HARNESS_RUNS_DIR:-${RUNNER_TEMP:-/tmp}/harness-runs}
   conf=${INPUT_LOCAL_CONF:?the diff mode compares a local.conf: set local-conf}
   base=${INPUT_DIFF_BASE:?the diff mode needs diff-base, a git revision of the workspace}
   # The base revision's file, read in the user's repository (the harness runs from its own).
@@ -75,16 +79,7 @@ diff)
   rel=$(cd "${GITHUB_WORKSPACE:-$PWD}" && realpath -m --relative-to="$(git rev-parse --show-toplevel)" -- "$conf")
   git -C "${GITHUB_WORKSPACE:-$PWD}" show "$base:$rel" >"$old"
   args=(diff "$old" "$(abs "$conf")")
-  [ -n "${GITHUB_STEP_SUMMARY:-}" ] && args+=(--summary "$GITHUB_STEP_SUMMARY")
-  [ -n "${INPUT_CLOUD:-}" ] && args+=(--cloud "$INPUT_CLOUD")
-  [ -n "${INPUT_IMAGE:-}" ] && args+=(--image "$INPUT_IMAGE")
-  for s in ${INPUT_SCENARIOS:-}; do args+=("$(abs "$s")"); done
-  set +e
-  (cd "$here" && ${HARNESS_SUDO-sudo -E} env "HARNESS_RUNS_DIR=$runs" "$bin_dir/harness" "${args[@]}")
-  code=$?
-  set -e
-  out exit-code "$code"
-  out run-dir "$runs"
+  run_harness
   echo "harness diff exited $code ($base:$rel against the workspace's); run directories in $runs"
   ;;
 *)

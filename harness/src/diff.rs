@@ -316,10 +316,13 @@ where
         if summary.interrupted {
             return Err(Error::Interrupted);
         }
-        worlds.extend(plans.iter().map(|p| p.world.clone()));
+        // The worlds are the scenarios', the same on both sides: each once.
+        if worlds.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            worlds = plans.iter().map(|p| p.world.clone()).filter(|w| seen.insert(format!("{w:?}"))).collect();
+        }
         sides.push(summary);
     }
-    worlds.dedup_by(|a, b| format!("{a:?}") == format!("{b:?}"));
     Ok(Report::compare(old, new, &worlds, &sides[0], &sides[1]))
 }
 

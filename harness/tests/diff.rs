@@ -25,14 +25,17 @@ fn a_floating_range_off_the_provider_network_breaks_egress_and_says_where() {
     assert_ne!(moved, text, "the rendered local.conf sets FLOATING_RANGE, its gateway and pool as expected");
     let new = dir.path().join("moved.local.conf");
     std::fs::write(&new, moved).expect("write");
-    let out = common::harness(&[
-        "diff",
-        &old.display().to_string(),
-        &new.display().to_string(),
-        "scenarios/instance-egress.toml",
-        "--format",
-        "json",
-    ]);
+    let diff = |format: &str| {
+        common::harness(&[
+            "diff",
+            &old.display().to_string(),
+            &new.display().to_string(),
+            "scenarios/instance-egress.toml",
+            "--format",
+            format,
+        ])
+    };
+    let out = diff("json");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
@@ -57,14 +60,7 @@ fn a_floating_range_off_the_provider_network_breaks_egress_and_says_where() {
     assert!(state.iter().any(|l| l.starts_with('+') && l.contains("10.99.0.")), "the new floating range is in the state: {state:?}");
     assert!(state.iter().any(|l| l.starts_with('-') && l.contains("192.168.100.")), "the old one is gone: {state:?}");
     // The Markdown table, for a pull request's job summary.
-    let md = common::harness(&[
-        "diff",
-        &old.display().to_string(),
-        &new.display().to_string(),
-        "scenarios/instance-egress.toml",
-        "--format",
-        "markdown",
-    ]);
+    let md = diff("markdown");
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("| instance-egress |") && md.contains("regression"), "{md}");
 }

@@ -222,7 +222,7 @@ pub fn trueorfalse(eff: &Effective, name: &str, default: bool) -> bool {
     }
 }
 
-fn py_bool(b: bool) -> &'static str {
+pub fn py_bool(b: bool) -> &'static str {
     if b {
         "True"
     } else {

@@ -104,24 +104,23 @@ pub fn host_steps(eff: &Effective, networks: &Outcome) -> HostSteps {
     .iter()
     .map(|n| ((*n).to_owned(), eff.get(n).unwrap_or("").to_owned()))
     .collect();
-    let on = |s: &[&str]| if s.iter().any(|x| eff.service_enabled(x)) { "True" } else { "False" };
-    vars.push(("RUN_OVS_AGENT".into(), on(&["q-agt", "neutron-agent"]).into()));
-    vars.push(("RUN_L3_AGENT".into(), on(&["q-l3", "neutron-l3"]).into()));
+    let on = |s: &[&str]| s.iter().any(|x| eff.service_enabled(x));
+    let py = neutron_files::py_bool;
+    vars.push(("RUN_OVS_AGENT".into(), py(on(&["q-agt", "neutron-agent"])).into()));
+    vars.push(("RUN_L3_AGENT".into(), py(on(&["q-l3", "neutron-l3"])).into()));
     // ML2/OVN's chassis (lib/neutron_plugins/ovn_agent).
     let ovn = eff.get("Q_AGENT") == Some("ovn");
-    let tf = |name: &str, default: bool| if neutron_files::trueorfalse(eff, name, default) { "True" } else { "False" };
-    let create_public = tf("OVN_L3_CREATE_PUBLIC_NETWORK", true);
+    let create_public = neutron_files::trueorfalse(eff, "OVN_L3_CREATE_PUBLIC_NETWORK", true);
     // stack.sh: `is_service_enabled ovn-controller` (start_ovn_services: `Q_AGENT == ovn`).
-    vars.push(("RUN_OVN".into(), if ovn && eff.service_enabled("ovn-controller") { "True" } else { "False" }.into()));
+    vars.push(("RUN_OVN".into(), py(ovn && eff.service_enabled("ovn-controller")).into()));
     vars.push(("OVSDB_SERVER_LOCAL_HOST".into(), eff.get("SERVICE_LOCAL_HOST").unwrap_or("").to_owned()));
     vars.push(("OVN_SB_REMOTE".into(), neutron_files::ovn_remotes(eff).0));
     vars.push(("TUNNEL_IP".into(), eff.get("TUNNEL_ENDPOINT_IP").unwrap_or("").to_owned()));
-    vars.push(("ENABLE_CHASSIS_AS_GW".into(), tf("ENABLE_CHASSIS_AS_GW", true).into()));
-    vars.push(("OVN_L3_CREATE_PUBLIC_NETWORK".into(), create_public.into()));
+    vars.push(("ENABLE_CHASSIS_AS_GW".into(), py(neutron_files::trueorfalse(eff, "ENABLE_CHASSIS_AS_GW", true)).into()));
+    vars.push(("OVN_L3_CREATE_PUBLIC_NETWORK".into(), py(create_public).into()));
     // _neutron_configure_router_v4's condition for the public bridge's gateway.
-    let router_steps = on(&["q-l3", "neutron-l3"]) == "True"
-        || (ovn && create_public == "True" && on(&["q-svc", "neutron-api"]) == "True");
-    vars.push(("ROUTER_GATEWAY_STEPS".into(), if router_steps { "True" } else { "False" }.into()));
+    let router_steps = on(&["q-l3", "neutron-l3"]) || (ovn && create_public && on(&["q-svc", "neutron-api"]));
+    vars.push(("ROUTER_GATEWAY_STEPS".into(), py(router_steps).into()));
     // The public subnet's gateway as Neutron made it (`ext_gw_ip` in DevStack).
     let (gw, len) = match networks {
         Outcome::Created(n) => (n.public_subnet.gateway.to_string(), n.public_subnet.cidr.prefix_len().to_string()),

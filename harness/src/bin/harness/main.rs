@@ -216,13 +216,7 @@ fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&
         std::fs::write(path, summary.junit()).map_err(|source| Error::Io { path: path.into(), source })?;
     }
     if let Some(path) = summary_md {
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(summary.markdown().as_bytes()))
-            .map_err(|source| Error::Io { path: path.into(), source })?;
+        append(path, &summary.markdown())?;
     }
     if harness::report::in_github_actions() {
         for a in summary.annotations() {
@@ -233,18 +227,23 @@ fn run(req: &Request, format: Format, junit: Option<&Path>, summary_md: Option<&
     Ok(summary.exit_code())
 }
 
+/// Append `text` to a file such as $GITHUB_STEP_SUMMARY (made if missing).
+fn append(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| Error::Io { path: path.into(), source })
+}
+
 /// `harness diff`: both local.conf files are read before anything starts.
 fn diff(old: &str, new: &str, req: &Request, format: args::DiffFormat, summary_md: Option<&Path>, progress: &Progress) -> Result<u8, Error> {
     let (old, new) = (harness::diff::read_conf(old)?, harness::diff::read_conf(new)?);
     let report = runtime().block_on(harness::diff::run(&old, &new, req, progress, interrupted))?;
     if let Some(path) = summary_md {
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(report.markdown().as_bytes()))
-            .map_err(|source| Error::Io { path: path.into(), source })?;
+        append(path, &report.markdown())?;
     }
     match format {
         args::DiffFormat::Text => print!("{}", report.text()),
